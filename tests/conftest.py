@@ -1,0 +1,100 @@
+"""Shared fixtures: real servers, each test in databases it creates and drops itself.
+
+On a laptop a missing server skips its tests with a message saying how to start it; with
+CI=true a missing server fails them, so a green CI always means the tests really ran.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+SERVICES = {
+    "postgres": ("127.0.0.1", 5432, "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"),
+    "mysql": ("127.0.0.1", 3306, "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd"),
+    "redis": ("127.0.0.1", 6379, "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save ''"),
+}
+PG_ADMIN_URL = os.environ.get("DBJOBS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+MYSQL_ADMIN_URL = os.environ.get("DBJOBS_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/mysql")
+REDIS_URL = os.environ.get("DBJOBS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def require_service(name: str) -> None:
+    """Skip (laptop) or fail (CI=true) when a server the test needs is not listening."""
+    host, port, start = SERVICES[name]
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError:
+        message = f"{name} is not running on {host}:{port}; start it with: {start}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def _scratch_name() -> str:
+    return f"dbjobs_t_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database, dropped after the test."""
+    require_service("postgres")
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(PG_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://"),
+                             isolation_level="AUTOCOMMIT")
+    name = _scratch_name()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def mysql_url() -> Iterator[str]:
+    """A fresh, empty MariaDB database, dropped after the test."""
+    require_service("mysql")
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(MYSQL_ADMIN_URL.replace("mysql://", "mysql+pymysql://"))
+    name = _scratch_name()
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    try:
+        yield MYSQL_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    """A SQLite file in the test's own directory."""
+    return f"sqlite:///{tmp_path / 'app.sqlite3'}"
+
+
+@pytest.fixture(params=["postgres", "mysql", "sqlite"])
+def db_url(request) -> str:
+    """The same test on each engine: PostgreSQL, MariaDB and SQLite."""
+    return request.getfixturevalue({"postgres": "pg_url", "mysql": "mysql_url", "sqlite": "sqlite_url"}[request.param])
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """A Redis database reserved for tests, flushed before use."""
+    require_service("redis")
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    client.close()
+    return REDIS_URL
