@@ -1,0 +1,1 @@
+"""Schema snapshots, change detection, migration files and their safe application."""

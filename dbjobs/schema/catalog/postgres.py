@@ -1,0 +1,87 @@
+"""Read a PostgreSQL schema (the connection's current schema) from pg_catalog in a few queries."""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, text
+
+from dbjobs.schema.builder import SchemaBuilder
+
+_COLUMNS = """
+SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+       pg_get_expr(d.adbin, d.adrelid), a.attidentity, col_description(c.oid, a.attnum),
+       obj_description(c.oid, 'pg_class')
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY c.relname, a.attnum
+"""
+_CONSTRAINTS = """
+SELECT c.relname, con.conname, con.contype,
+       ARRAY(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(n, i)
+             JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n ORDER BY k.i),
+       rc.relname,
+       ARRAY(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(n, i)
+             JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.i),
+       con.confdeltype, con.confupdtype, pg_get_constraintdef(con.oid, true)
+FROM pg_constraint con
+JOIN pg_class c ON c.oid = con.conrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_class rc ON rc.oid = con.confrelid
+WHERE n.nspname = current_schema() AND con.contype IN ('p', 'u', 'f', 'c')
+"""
+_INDEXES = """
+SELECT t.relname, i.relname, ix.indisunique,
+       ARRAY(SELECT pg_get_indexdef(ix.indexrelid, k, true) FROM generate_series(1, ix.indnkeyatts) k ORDER BY k),
+       pg_get_expr(ix.indpred, ix.indrelid, true)
+FROM pg_index ix
+JOIN pg_class i ON i.oid = ix.indexrelid
+JOIN pg_class t ON t.oid = ix.indrelid
+JOIN pg_namespace n ON n.oid = t.relnamespace
+WHERE n.nspname = current_schema() AND t.relkind IN ('r', 'p')
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = ix.indexrelid AND c.contype IN ('p', 'u', 'x'))
+"""
+_ENUMS = """
+SELECT t.typname, e.enumlabel FROM pg_type t
+JOIN pg_enum e ON e.enumtypid = t.oid JOIN pg_namespace n ON n.oid = t.typnamespace
+WHERE n.nspname = current_schema() ORDER BY t.typname, e.enumsortorder
+"""
+_SEQUENCES = """
+SELECT c.relname, format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement
+FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = current_schema()
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i'))
+"""
+_VIEWS = """
+SELECT c.relname, pg_get_viewdef(c.oid, true) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = current_schema() AND c.relkind = 'v'
+"""
+_ACTIONS = {"a": None, "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
+
+
+def read(conn: Connection, builder: SchemaBuilder) -> None:
+    """Fill `builder` with every table, constraint, index, enum, standalone sequence and view."""
+    for table, name, type_, notnull, default, identity, comment, table_comment in conn.execute(text(_COLUMNS)):
+        serial = bool(default and default.startswith("nextval("))
+        builder.table(table, table_comment)
+        builder.column(table, name, type_, nullable=not notnull, default=None if serial else default,
+                       autoincrement=serial or identity in ("a", "d"), comment=comment)
+    for table, name, kind, columns, ref_table, ref_columns, on_delete, on_update, definition in conn.execute(
+            text(_CONSTRAINTS)):
+        if kind == "p":
+            builder.primary_key(table, name, columns)
+        elif kind == "u":
+            builder.unique(table, name, columns)
+        elif kind == "f":
+            builder.foreign_key(table, name, columns, ref_table, ref_columns, _ACTIONS[on_delete], _ACTIONS[on_update])
+        else:
+            builder.check(table, name, definition)
+    for table, name, unique, columns, where in conn.execute(text(_INDEXES)):
+        builder.index(table, name, columns, unique=unique, where=where)
+    for name, label in conn.execute(text(_ENUMS)):
+        builder.enums.setdefault(name, []).append(label)
+    for name, type_, start, increment in conn.execute(text(_SEQUENCES)):
+        builder.sequence(name, type=type_, start=int(start), increment=int(increment))
+    for name, definition in conn.execute(text(_VIEWS)):
+        builder.view(name, definition)

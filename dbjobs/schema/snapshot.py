@@ -1,0 +1,94 @@
+"""Schema snapshots: a plain, sorted JSON description of a database (or of the models).
+
+A snapshot is the unit everything else works on: `diff` compares two, history stores them,
+and the backup manifest records a snapshot's fingerprint so a restore can tell which schema
+a backup holds. The JSON is canonical, so an unchanged database snapshots byte-identically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError
+
+from dbjobs.dburl import DatabaseURL
+from dbjobs.errors import DatabaseUnavailableError, MigrationError
+from dbjobs.schema.builder import SchemaBuilder
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One schema at one moment: tables (with columns and constraints), enums, sequences, views."""
+
+    engine: str
+    tables: dict[str, Any] = field(default_factory=dict)
+    enums: dict[str, list[str]] = field(default_factory=dict)
+    sequences: dict[str, Any] = field(default_factory=dict)
+    views: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-able form (also what the fingerprint hashes)."""
+        return {"format": FORMAT_VERSION, "engine": self.engine, "tables": self.tables, "enums": self.enums,
+                "sequences": self.sequences, "views": self.views}
+
+    def to_json(self) -> str:
+        """Canonical, readable JSON: sorted keys, two-space indent, trailing newline."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the canonical JSON: equal schemas, equal fingerprints."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Snapshot:
+        """Read back a snapshot written by `to_json`; a foreign file is a `MigrationError`."""
+        if not isinstance(data, dict) or data.get("format") != FORMAT_VERSION or "engine" not in data:
+            raise MigrationError("not a dbjobs schema snapshot (format 1); remove the file or take a new snapshot")
+        return cls(data["engine"], data.get("tables", {}), data.get("enums", {}), data.get("sequences", {}),
+                   data.get("views", {}))
+
+    @classmethod
+    def from_builder(cls, builder: SchemaBuilder) -> Snapshot:
+        """The canonical snapshot of what a builder collected."""
+        data = builder.finish()
+        return cls(data["engine"], data["tables"], data["enums"], data["sequences"], data["views"])
+
+
+def take_snapshot(db: DatabaseURL) -> Snapshot:
+    """Reflect the live database by reading its catalogs directly (one query per kind of object)."""
+    from dbjobs.schema.catalog import mysql, postgres, sqlite
+
+    reader = {"postgresql": postgres.read, "mysql": mysql.read, "sqlite": sqlite.read}[db.engine]
+    builder = SchemaBuilder(db.engine)
+    engine = db.create_engine()
+    try:
+        with engine.connect() as conn:
+            reader(conn, builder)
+    except DBAPIError as exc:
+        raise DatabaseUnavailableError(
+            f"cannot read the schema of database {db.alias!r} at {db.redacted()}: {exc.orig}; check the server and URL"
+        ) from None
+    finally:
+        engine.dispose()
+    return Snapshot.from_builder(builder)
+
+
+def snapshot_from_models(spec: str, engine: str = "postgresql") -> Snapshot:
+    """The schema the application's models describe, as `engine` would store it (`module:attr`)."""
+    from dbjobs.schema.models import load_metadata, read_metadata
+
+    builder = SchemaBuilder(engine)
+    read_metadata(load_metadata(spec), builder)
+    return Snapshot.from_builder(builder)
+
+
+def fingerprint(db: DatabaseURL) -> str:
+    """The live schema's fingerprint, recorded in backup manifests to tell which schema a backup holds."""
+    return take_snapshot(db).fingerprint
