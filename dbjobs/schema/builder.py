@@ -73,7 +73,8 @@ class SchemaBuilder:
         """Record a foreign key with its referential actions."""
         self.table(table)["foreign_keys"].append({
             "name": name, "columns": list(columns), "ref_table": ref_table, "ref_columns": list(ref_columns),
-            "on_delete": normalize_action(self.engine, on_delete), "on_update": normalize_action(self.engine, on_update),
+            "on_delete": normalize_action(self.engine, on_delete),
+            "on_update": normalize_action(self.engine, on_update),
         })
 
     def check(self, table: str, name: str | None, sqltext: str) -> None:

@@ -29,7 +29,8 @@ MYSQL_TYPE_ALIASES = {
     "numeric": "decimal", "double precision": "double", "real": "double",
     "character varying": "varchar", "character": "char",
 }
-_PG_PARAM_TYPES = re.compile(r"^(character varying|character|decimal|timestamp|time)(\(\s*\d+(?:\s*,\s*\d+)?\s*\))(.*)$")
+_PG_PARAM_TYPES = re.compile(r"^(character varying|character|decimal|timestamp|time)"
+                             r"(\(\s*\d+(?:\s*,\s*\d+)?\s*\))(.*)$")
 _MYSQL_INT_WIDTH = re.compile(r"^(tinyint|smallint|mediumint|int|integer|bigint)\(\d+\)")
 _PG_CAST = re.compile(r"::(?:\"[^\"]+\"|[a-z_][a-z0-9_]*)(?:\s+(?:varying|precision|with(?:out)? time zone))*(?:\[\])?"
                       r"(?:\(\d+(?:,\d+)?\))?", re.IGNORECASE)

@@ -40,7 +40,7 @@ def tables(draw) -> dict:  # type: ignore[no-untyped-def]
         if draw(st.booleans()):
             table["checks"].append({"name": None, "sqltext": draw(st.sampled_from(["id > 0", "id < 1000"]))})
         result[name] = table
-    for name, table in result.items():
+    for table in result.values():
         refs = draw(st.lists(st.sampled_from(sorted(result)), unique=True, max_size=2))
         fk_columns = [c["name"] for c in table["columns"] if c["type"] == "integer" and c["name"] != "id"]
         for ref, column in zip(refs, fk_columns, strict=False):

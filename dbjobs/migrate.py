@@ -1,0 +1,246 @@
+"""Apply a migration file safely: one applier at a time, all or nothing where the engine allows,
+and a ledger (`dbjobs_migrations`) so a file is applied once and an edited one is noticed.
+
+PostgreSQL and SQLite run DDL inside a transaction: a failing statement leaves schema and
+ledger exactly as they were. MySQL/MariaDB commit each DDL statement implicitly; there the
+result says so, and a failure is recorded in the ledger with the statements already run.
+"""
+
+from __future__ import annotations
+
+import getpass
+import socket
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dbjobs.dburl import DatabaseURL
+from dbjobs.errors import DatabaseUnavailableError, JobLockedError, MigrationError
+from dbjobs.progress import Progress, ProgressCallback, no_progress
+from dbjobs.schema.builder import LEDGER_TABLE
+from dbjobs.schema.migration_file import MigrationFile, migration_files, read_migration
+
+LEDGER_TIME_TYPE = {"postgresql": "TIMESTAMP WITH TIME ZONE", "mysql": "DATETIME(6)", "sqlite": "TEXT"}
+LEDGER_DDL = ("CREATE TABLE IF NOT EXISTS {t} (name VARCHAR(255) PRIMARY KEY, checksum CHAR(64) NOT NULL, "
+              "applied_at {time} NOT NULL, duration_ms INTEGER NOT NULL, success BOOLEAN NOT NULL, "
+              "applied_by VARCHAR(255) NOT NULL)")
+PG_LOCK_KEY = zlib.crc32(b"dbjobs.apply_migration")
+
+
+@dataclass
+class ApplyResult:
+    """What apply-migration did: applied, reverted or skipped, and whether it was transactional."""
+
+    database: str
+    name: str
+    status: str
+    transactional: bool
+    statements: int
+    checksum: str
+    duration_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form for the task result."""
+        return asdict(self)
+
+
+class _Session:
+    """A raw DBAPI connection with the engine's placeholder, lock and transaction rules."""
+
+    def __init__(self, db: DatabaseURL, lock_timeout: float) -> None:
+        self.db, self.engine, self.lock_timeout = db, db.engine, lock_timeout
+        self.mark = "?" if self.engine == "sqlite" else "%s"
+        args = {"timeout": lock_timeout} if self.engine == "sqlite" else {}
+        try:
+            self.sa_engine = db.create_engine(**({"connect_args": args} if args else {}))
+            self.raw = self.sa_engine.raw_connection()
+        except Exception as exc:
+            raise DatabaseUnavailableError(f"cannot connect to database {db.alias!r} at {db.redacted()}: "
+                                           f"{getattr(exc, 'orig', exc)}") from None
+        self.conn: Any = self.raw.driver_connection
+        if self.engine == "sqlite":
+            self.conn.isolation_level = None
+        self.cursor = self.conn.cursor()
+        self.locked = False
+
+    @property
+    def transactional(self) -> bool:
+        return self.engine != "mysql"
+
+    def execute(self, sql: str, params: tuple[Any, ...] | None = None) -> list[tuple[Any, ...]]:
+        self.cursor.execute(sql.replace("%s", self.mark) if params else sql, *([params] if params else []))
+        return list(self.cursor.fetchall()) if self.cursor.description else []
+
+    def lock(self) -> None:
+        """Take the migration lock (and, on SQLite, the exclusive transaction that is the lock)."""
+        busy = JobLockedError(f"another migration is being applied to database {self.db.alias!r}; "
+                              "wait for it to finish and try again")
+        if self.engine == "sqlite":
+            self.execute("PRAGMA foreign_keys=OFF")
+            try:
+                self.execute("BEGIN EXCLUSIVE")
+            except self.raw.dbapi.OperationalError:  # type: ignore[attr-defined]
+                raise busy from None
+        elif self.engine == "mysql":
+            name = f"dbjobs_migrate_{self.db.database}"[:64]
+            if self.execute("SELECT GET_LOCK(%s, %s)", (name, max(self.lock_timeout, 0)))[0][0] != 1:
+                raise busy
+        else:
+            deadline = time.monotonic() + self.lock_timeout
+            while not self.execute("SELECT pg_try_advisory_lock(%s)", (PG_LOCK_KEY,))[0][0]:
+                if time.monotonic() > deadline:
+                    self.conn.rollback()
+                    raise busy
+                time.sleep(0.1)
+        self.locked = True
+
+    def commit(self) -> None:
+        self.execute("COMMIT") if self.engine == "sqlite" else self.conn.commit()
+
+    def rollback(self) -> None:
+        if self.engine == "sqlite":
+            if self.conn.in_transaction:
+                self.execute("ROLLBACK")
+        else:
+            self.conn.rollback()
+
+    def close(self) -> None:
+        try:
+            if self.locked and self.engine == "mysql":
+                self.execute("SELECT RELEASE_LOCK(%s)", (f"dbjobs_migrate_{self.db.database}"[:64],))
+            elif self.locked and self.engine == "postgresql":
+                self.execute("SELECT pg_advisory_unlock(%s)", (PG_LOCK_KEY,))
+                self.conn.commit()
+        finally:
+            self.raw.close()
+            self.sa_engine.dispose()
+
+    def ledger_row(self, name: str) -> tuple[str, bool] | None:
+        self.execute(LEDGER_DDL.format(t=LEDGER_TABLE, time=LEDGER_TIME_TYPE[self.engine]))
+        rows = self.execute(f"SELECT checksum, success FROM {LEDGER_TABLE} WHERE name = %s", (name,))
+        return (rows[0][0], bool(rows[0][1])) if rows else None
+
+    def record(self, name: str, checksum: str, duration_ms: int, success: bool) -> None:
+        self.execute(f"DELETE FROM {LEDGER_TABLE} WHERE name = %s", (name,))
+        applied_at: Any = datetime.now(UTC)
+        if self.engine != "postgresql":
+            applied_at = applied_at.replace(tzinfo=None).isoformat(sep=" ")
+        self.execute(f"INSERT INTO {LEDGER_TABLE} (name, checksum, applied_at, duration_ms, success, applied_by) "
+                     "VALUES (%s, %s, %s, %s, %s, %s)",
+                     (name, checksum, applied_at, duration_ms, success, f"{getpass.getuser()}@{socket.gethostname()}"))
+
+
+def load_for(db: DatabaseURL, file: Path) -> MigrationFile:
+    """Read a migration file and check it was written for this database's engine."""
+    migration = read_migration(file)
+    if migration.engine != db.engine:
+        raise MigrationError(f"{file.name} was generated for {migration.engine}, but database {db.alias!r} is "
+                             f"{db.engine}; generate the migration against a {db.engine} database")
+    return migration
+
+
+def apply_migration(db: DatabaseURL, file: Path, *, allow_destructive: bool = False, reverse: bool = False,
+                    lock_timeout: float = 30.0, progress: ProgressCallback = no_progress) -> ApplyResult:
+    """Apply a migration (or its reverse section) under the migration lock and record it in the ledger.
+
+    Everything that can be checked without the database (file format, engine, destructive
+    statements) is checked first, so bad input never touches the database.
+    """
+    migration = load_for(db, file)
+    statements = migration.reverse if reverse else migration.forward
+    check = MigrationFile(migration.name, migration.engine, None, None,
+                          [] if reverse else migration.warnings, statements)
+    if check.destructive and not allow_destructive:
+        listed = "; ".join([w.message for w in check.warnings if w.category == "destructive"]
+                           + check.destructive_statements())[:300]
+        raise MigrationError(f"{file.name} is destructive ({listed}); re-run with --allow-destructive "
+                             "after taking a backup")
+    session = _Session(db, lock_timeout)
+    result = ApplyResult(db.alias, migration.name, "applied", session.transactional, len(statements),
+                         migration.checksum)
+    if not session.transactional:
+        result.notes.append("MySQL/MariaDB commit each DDL statement: a failure part-way cannot be rolled back")
+    try:
+        progress(Progress("lock"))
+        session.lock()
+        _run(session, migration, statements, reverse, result, progress)
+    finally:
+        session.close()
+    return result
+
+
+def _run(session: _Session, migration: MigrationFile, statements: list[str], reverse: bool,
+         result: ApplyResult, progress: ProgressCallback) -> None:
+    row = session.ledger_row(migration.name)
+    if reverse and not (row and row[1]):
+        session.rollback()
+        raise MigrationError(f"{migration.name} is not applied to database {session.db.alias!r}; nothing to revert")
+    if not reverse and row and row[1]:
+        session.rollback()
+        if row[0] != migration.checksum:
+            raise MigrationError(f"drift: {migration.name} was edited after it was applied to {session.db.alias!r} "
+                                 "(checksum differs); restore the original file and put changes in a new migration")
+        result.status, result.statements = "skipped", 0
+        result.notes.append("already applied")
+        return
+    started = time.monotonic()
+    for done, statement in enumerate(statements, 1):
+        progress(Progress("apply", done - 1, len(statements)))
+        try:
+            session.execute(statement)
+        except Exception as exc:
+            session.rollback()
+            state = "nothing was changed" if session.transactional else (
+                f"statements 1-{done - 1} stay applied; a failure was recorded in {LEDGER_TABLE}")
+            if not session.transactional and not reverse:
+                session.record(migration.name, migration.checksum, 0, False)
+                session.commit()
+            message = str(getattr(exc, "args", [exc])[-1] if exc.args else exc).splitlines()[0]
+            raise MigrationError(f"{migration.name}: statement {done} of {len(statements)} failed ({message}): "
+                                 f"{statement[:200]}; {state}") from None
+    if reverse:
+        session.execute(f"DELETE FROM {LEDGER_TABLE} WHERE name = %s", (migration.name,))
+        result.status = "reverted"
+    else:
+        session.record(migration.name, migration.checksum, int((time.monotonic() - started) * 1000), True)
+    session.commit()
+    result.duration_s = round(time.monotonic() - started, 3)
+    progress(Progress("apply", len(statements), len(statements)))
+
+
+def record_applied(db: DatabaseURL, file: Path) -> None:
+    """Record a migration as applied without running it: the database already has its changes."""
+    migration = load_for(db, file)
+    session = _Session(db, 30.0)
+    try:
+        session.lock()
+        session.ledger_row(migration.name)
+        session.record(migration.name, migration.checksum, 0, True)
+        session.commit()
+    finally:
+        session.close()
+
+
+def applied_migrations(db: DatabaseURL) -> dict[str, str]:
+    """Name → checksum of every successfully applied migration (empty before the first apply)."""
+    from sqlalchemy import inspect, text
+
+    engine = db.create_engine()
+    try:
+        with engine.connect() as conn:
+            if not inspect(conn).has_table(LEDGER_TABLE):
+                return {}
+            rows = conn.execute(text(f"SELECT name, checksum FROM {LEDGER_TABLE} WHERE success = :ok"), {"ok": True})
+            return {name: checksum for name, checksum in rows}
+    finally:
+        engine.dispose()
+
+
+def pending_migrations(db: DatabaseURL, schema_dir: Path) -> list[str]:
+    """Migration files in `schema_dir` not yet applied to `db`, in order (for `status`)."""
+    applied = applied_migrations(db)
+    return [p.name for p in migration_files(schema_dir) if p.stem not in applied]

@@ -1,0 +1,120 @@
+"""The detect-migrations job: snapshot, compare, write a reviewed migration file, record history.
+
+Desired schema: the models (`DBJOBS_MODELS`) when given, else the live database compared
+with its previous snapshot (then the file records how the schema moved, for replaying it on
+another database, and `apply` just marks it applied here, where it already happened).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+
+from dbjobs.dburl import DatabaseURL
+from dbjobs.progress import Progress, ProgressCallback, no_progress
+from dbjobs.schema.changes import Change, apply_changes, invert
+from dbjobs.schema.diff import diff
+from dbjobs.schema.history import latest_snapshot, record_snapshot
+from dbjobs.schema.lint import lint
+from dbjobs.schema.migration_file import MigrationFile, next_migration_name
+from dbjobs.schema.render import render
+from dbjobs.schema.snapshot import Snapshot, snapshot_from_models, take_snapshot
+
+DATA_KINDS = {"add_column", "alter_column", "add_unique", "add_check", "add_fk", "add_index"}
+
+
+@dataclass
+class DetectResult:
+    """What detect-migrations found and wrote."""
+
+    database: str
+    changed: bool
+    source: str
+    from_fingerprint: str | None
+    to_fingerprint: str
+    file: str | None = None
+    changes: list[str] = field(default_factory=list)
+    warnings: list[dict[str, str]] = field(default_factory=list)
+    destructive: bool = False
+    snapshot_file: str | None = None
+    applied: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form for the task result."""
+        return asdict(self)
+
+
+def build_migration(before: Snapshot, after: Snapshot, name: str,
+                    row_counts: dict[str, int] | None = None) -> tuple[list[Change], MigrationFile]:
+    """Pure: the changes from `before` to `after` and the migration file that carries them."""
+    changes = diff(before, after)
+    reached = apply_changes(before, changes)
+    warnings = lint(changes, before.engine, row_counts)
+    return changes, MigrationFile(name, before.engine, before.fingerprint, after.fingerprint, warnings,
+                                  render(changes, before), render(invert(changes), reached))
+
+
+def detect_migrations(db: DatabaseURL, schema_dir: Path, models: str | None = None,
+                      progress: ProgressCallback = no_progress, *, apply: bool = False,
+                      allow_destructive: bool = False, now: datetime | None = None) -> DetectResult:
+    """Compare the desired schema with the database and write `NNNN_<time>_<slug>.sql` if they differ."""
+    from dbjobs.migrate import apply_migration, record_applied
+
+    now = now or datetime.now(UTC)
+    progress(Progress("snapshot"))
+    live = take_snapshot(db)
+    if models:
+        desired = snapshot_from_models(models, db.engine)
+        before, after, source = live, Snapshot(db.engine, desired.tables, desired.enums, live.sequences,
+                                                live.views), f"models {models}"
+    else:
+        before, after, source = latest_snapshot(schema_dir, db.alias) or live, live, "previous snapshot"
+    progress(Progress("diff"))
+    changes = diff(before, after)
+    result = DetectResult(db.alias, bool(changes), source, before.fingerprint, after.fingerprint)
+    if changes:
+        slug = changes[0].describe() if len(changes) == 1 else f"{changes[0].describe()} and {len(changes) - 1} more"
+        name = next_migration_name(schema_dir, slug, now)
+        counts = _row_counts(db, {c.name for c in changes if c.kind in DATA_KINDS}) if models else None
+        _, migration = build_migration(before, after, name, counts)
+        schema_dir.mkdir(parents=True, exist_ok=True)
+        path = schema_dir / f"{name}.sql"
+        path.write_text(migration.to_text(), encoding="utf-8")
+        result.file, result.destructive = str(path), migration.destructive
+        result.changes = [c.describe() for c in changes]
+        result.warnings = [w.to_dict() for w in migration.warnings]
+    snapshot_path = record_snapshot(schema_dir, db.alias, live, now)
+    result.snapshot_file = str(snapshot_path) if snapshot_path else None
+    if apply and result.file:
+        progress(Progress("apply"))
+        if models:
+            result.applied = apply_migration(db, Path(result.file), allow_destructive=allow_destructive,
+                                             progress=progress).to_dict()
+            record_snapshot(schema_dir, db.alias, take_snapshot(db), now)
+        else:
+            record_applied(db, Path(result.file))
+            result.applied = {"status": "recorded", "note": "the database already has these changes"}
+    return result
+
+
+def _row_counts(db: DatabaseURL, tables: set[str]) -> dict[str, int]:
+    """0 or 1 per table (empty or not): enough to silence data warnings on empty tables."""
+    if not tables:
+        return {}
+    engine = db.create_engine()
+    preparer = engine.dialect.identifier_preparer
+    counts = {}
+    try:
+        with engine.connect() as conn:
+            for table in sorted(tables):
+                try:
+                    counts[table] = len(conn.execute(text(f"SELECT 1 FROM {preparer.quote(table)} LIMIT 1")).all())
+                except Exception:
+                    conn.rollback()
+    finally:
+        engine.dispose()
+    return counts
