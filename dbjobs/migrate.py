@@ -54,17 +54,17 @@ class _Session:
     def __init__(self, db: DatabaseURL, lock_timeout: float) -> None:
         self.db, self.engine, self.lock_timeout = db, db.engine, lock_timeout
         self.mark = "?" if self.engine == "sqlite" else "%s"
-        args = {"timeout": lock_timeout} if self.engine == "sqlite" else {}
         try:
-            self.sa_engine = db.create_engine(**({"connect_args": args} if args else {}))
+            self.sa_engine = db.create_engine()
             self.raw = self.sa_engine.raw_connection()
         except Exception as exc:
             raise DatabaseUnavailableError(f"cannot connect to database {db.alias!r} at {db.redacted()}: "
                                            f"{getattr(exc, 'orig', exc)}") from None
         self.conn: Any = self.raw.driver_connection
+        self.cursor = self.conn.cursor()
         if self.engine == "sqlite":
             self.conn.isolation_level = None
-        self.cursor = self.conn.cursor()
+            self.execute(f"PRAGMA busy_timeout = {int(lock_timeout * 1000)}")
         self.locked = False
 
     @property

@@ -44,6 +44,15 @@ def dialect_for(engine: str) -> Dialect:
     return module.dialect()
 
 
+def snapshot_of_metadata(metadata: sa.MetaData, engine: str):  # type: ignore[no-untyped-def]
+    """The snapshot `engine` would hold after `metadata.create_all` (what the models describe)."""
+    from dbjobs.schema.snapshot import Snapshot
+
+    builder = SchemaBuilder(engine)
+    read_metadata(metadata, builder)
+    return Snapshot.from_builder(builder)
+
+
 def read_metadata(metadata: sa.MetaData, builder: SchemaBuilder) -> None:
     """Fill `builder` from MetaData, compiling each fact with the builder engine's dialect."""
     dialect = dialect_for(builder.engine)

@@ -152,8 +152,11 @@ def _alter_column(em: _Emitter, table: str, old: dict[str, Any], new: dict[str, 
         changed["comment"] = new["comment"]
     if em.dialect.name == "mysql" and old["autoincrement"] != new["autoincrement"]:
         changed["autoincrement"] = new["autoincrement"]
+    existing = _existing(old)
+    if em.dialect.name != "mysql":
+        existing.pop("existing_autoincrement")
     if changed:
-        em.op.alter_column(table, old["name"], **changed, **_existing(old))
+        em.op.alter_column(table, old["name"], **changed, **existing)
 
 
 def _render_one(em: _Emitter, change: Change, state: Snapshot) -> list[str]:
@@ -194,9 +197,18 @@ def _render_one(em: _Emitter, change: Change, state: Snapshot) -> list[str]:
             return [f"ALTER TABLE {q(name)} DROP CONSTRAINT {q(before['name'])}"]
         type_ = {"drop_unique": "unique", "drop_fk": "foreignkey", "drop_check": "check"}[kind]
         em.op.drop_constraint(before["name"], name, type_=type_)
+        if em.dialect.name == "mysql" and kind == "drop_fk" and not _indexed(state.tables[name], before["columns"]):
+            return [*em.take(), f"ALTER TABLE {q(name)} DROP INDEX {q(before['name'])}"]
     else:
         return _render_object(em, change, state)
     return em.take()
+
+
+def _indexed(table: dict[str, Any], columns: list[str]) -> bool:
+    """Whether an index other than MySQL's automatic FK index starts with `columns`."""
+    keys = [table["primary_key"]] if table["primary_key"] else []
+    keys += table["uniques"] + table["indexes"]
+    return any(key["columns"][:len(columns)] == columns for key in keys)
 
 
 def _render_object(em: _Emitter, change: Change, state: Snapshot) -> list[str]:

@@ -82,11 +82,9 @@ def take_snapshot(db: DatabaseURL) -> Snapshot:
 
 def snapshot_from_models(spec: str, engine: str = "postgresql") -> Snapshot:
     """The schema the application's models describe, as `engine` would store it (`module:attr`)."""
-    from dbjobs.schema.models import load_metadata, read_metadata
+    from dbjobs.schema.models import load_metadata, snapshot_of_metadata
 
-    builder = SchemaBuilder(engine)
-    read_metadata(load_metadata(spec), builder)
-    return Snapshot.from_builder(builder)
+    return snapshot_of_metadata(load_metadata(spec), engine)
 
 
 def fingerprint(db: DatabaseURL) -> str:
