@@ -83,7 +83,7 @@ class _Session:
             self.execute("PRAGMA foreign_keys=OFF")
             try:
                 self.execute("BEGIN EXCLUSIVE")
-            except self.raw.dbapi.OperationalError:  # type: ignore[attr-defined]
+            except self.sa_engine.dialect.loaded_dbapi.OperationalError:
                 raise busy from None
         elif self.engine == "mysql":
             name = f"dbjobs_migrate_{self.db.database}"[:64]

@@ -27,7 +27,8 @@ def constraint_key(what: str, item: dict[str, Any]) -> tuple[Any, ...]:
     if what == "check":
         return (expression_key(item["sqltext"]),)
     if what == "index":
-        return (tuple(item["columns"]), item["unique"], item["where"] and expression_key(item["where"]))
+        return (tuple(expression_key(c) for c in item["columns"]), item["unique"],
+                item["where"] and expression_key(item["where"]))
     if what == "fk":
         return (tuple(item["columns"]), item["ref_table"], tuple(item["ref_columns"]), item["on_delete"],
                 item["on_update"])

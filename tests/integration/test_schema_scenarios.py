@@ -80,7 +80,8 @@ def test_postgres_enum_value_added_and_removed(pg_url: str, tmp_path) -> None:
 
     def build(values: tuple[str, ...]) -> sa.MetaData:
         md = sa.MetaData()
-        sa.Table("t", md, sa.Column("id", sa.Integer, primary_key=True), sa.Column("mood", sa.Enum(*values, name="mood")))
+        sa.Table("t", md, sa.Column("id", sa.Integer, primary_key=True),
+                 sa.Column("mood", sa.Enum(*values, name="mood")))
         return md
 
     md_a, md_b = build(("sad", "ok")), build(("sad", "ok", "happy"))

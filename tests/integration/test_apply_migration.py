@@ -1,0 +1,136 @@
+"""apply-migration on the real servers: ledger, skip, drift, destructive gate, failing statements,
+bad files and a concurrent applier."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import sqlalchemy as sa
+
+from dbjobs.errors import JobLockedError, MigrationError
+from dbjobs.migrate import apply_migration, pending_migrations
+from dbjobs.schema.migration_file import FORWARD, REVERSE
+from dbjobs.schema.snapshot import take_snapshot
+from tests.integration.schema_helpers import apply, database, rows
+
+HEADER = "-- dbjobs migration {name}\n-- engine: {engine}\n"
+
+
+def write(tmp_path, engine: str, forward: str, reverse: str = "", name: str = "0001_20260101T000000_t",
+          extra: str = ""):  # type: ignore[no-untyped-def]
+    path = tmp_path / f"{name}.sql"
+    path.write_text(HEADER.format(name=name, engine=engine) + extra + f"{FORWARD}\n{forward}\n{REVERSE}\n{reverse}\n")
+    return path
+
+
+def test_apply_records_the_ledger_and_skips_an_applied_file(db_url: str, tmp_path) -> None:
+    db = database(db_url)
+    path = write(tmp_path, db.engine, "CREATE TABLE a (id INTEGER PRIMARY KEY);\nINSERT INTO a VALUES (1);",
+                 "DROP TABLE a;")
+    assert pending_migrations(db, tmp_path) == [path.name]
+    first = apply(db, path)
+    assert first["status"] == "applied" and first["statements"] == 2
+    assert first["transactional"] is (db.engine != "mysql")
+    assert apply(db, path)["status"] == "skipped"
+    assert pending_migrations(db, tmp_path) == []
+    (name, success), = rows(db, "SELECT name, success FROM dbjobs_migrations")
+    assert name == path.stem and bool(success)
+    assert "dbjobs_migrations" not in take_snapshot(db).tables
+
+
+def test_an_edited_applied_file_is_reported_as_drift(db_url: str, tmp_path) -> None:
+    db = database(db_url)
+    path = write(tmp_path, db.engine, "CREATE TABLE a (id INTEGER PRIMARY KEY);")
+    apply(db, path)
+    write(tmp_path, db.engine, "CREATE TABLE a (id INTEGER PRIMARY KEY, x INTEGER);")
+    with pytest.raises(MigrationError, match="drift"):
+        apply(db, path)
+
+
+def test_destructive_statements_need_allow_destructive(db_url: str, tmp_path) -> None:
+    db = database(db_url)
+    create = "CREATE TABLE a (id INTEGER PRIMARY KEY, x INTEGER);"
+    apply(db, write(tmp_path, db.engine, create, name="0001_20260101T000000_a"))
+    path = write(tmp_path, db.engine, "ALTER TABLE a DROP COLUMN x;", name="0002_20260101T000000_b")
+    with pytest.raises(MigrationError, match="--allow-destructive"):
+        apply_migration(db, path)
+    assert [c["name"] for c in take_snapshot(db).tables["a"]["columns"]] == ["id", "x"]
+    assert apply(db, path)["status"] == "applied"
+
+
+def test_a_failing_statement_leaves_schema_and_ledger_as_they_were(db_url: str, tmp_path) -> None:
+    db = database(db_url)
+    before = take_snapshot(db)
+    path = write(tmp_path, db.engine, "CREATE TABLE a (id INTEGER PRIMARY KEY);\nCREATE TABLE b (id INTEGER);\n"
+                                      "ALTER TABLE nowhere ADD COLUMN y INTEGER;")
+    with pytest.raises(MigrationError, match=r"statement 3 of 3 failed .*nowhere") as error:
+        apply(db, path)
+    if db.engine == "mysql":
+        assert "statements 1-2 stay applied" in str(error.value)
+        assert rows(db, "SELECT success FROM dbjobs_migrations")[0][0] == 0
+    else:
+        assert "nothing was changed" in str(error.value)
+        assert take_snapshot(db).to_json() == before.to_json()
+        engine = db.create_engine()
+        assert not sa.inspect(engine).has_table("dbjobs_migrations")
+        engine.dispose()
+
+
+def test_bad_files_are_refused_before_touching_the_database(sqlite_url: str, tmp_path) -> None:
+    db = database(sqlite_url)
+    with pytest.raises(MigrationError, match="does not exist"):
+        apply(db, tmp_path / "0009_20260101T000000_missing.sql")
+    malformed = tmp_path / "0001_20260101T000000_bad.sql"
+    malformed.write_text("CREATE TABLE a (id int);\n")
+    with pytest.raises(MigrationError, match="not a dbjobs migration"):
+        apply(db, malformed)
+    with pytest.raises(MigrationError, match="generated for postgresql"):
+        apply(db, write(tmp_path, "postgresql", "CREATE TABLE a (id SERIAL);"))
+    with pytest.raises(MigrationError, match="engine"):
+        apply(db, write(tmp_path, "oracle", "CREATE TABLE a (id int);"))
+    assert not (tmp_path / "app.sqlite3").exists() or take_snapshot(db).tables == {}
+
+
+def test_malformed_sql_fails_and_names_the_statement(db_url: str, tmp_path) -> None:
+    db = database(db_url)
+    path = write(tmp_path, db.engine, "CREATE TABLE a (id INTEGER PRIMARY KEY);\nCREAT TABEL oops (;")
+    with pytest.raises(MigrationError, match=r"statement 2 of 2 failed.*CREAT TABEL oops"):
+        apply(db, path)
+
+
+def _hold_lock(db, ready: threading.Event, release: threading.Event) -> None:  # type: ignore[no-untyped-def]
+    engine = db.create_engine()
+    raw = engine.raw_connection()
+    cursor = raw.driver_connection.cursor()
+    if db.engine == "postgresql":
+        from dbjobs.migrate import PG_LOCK_KEY
+
+        cursor.execute("SELECT pg_advisory_lock(%s)", (PG_LOCK_KEY,))
+    elif db.engine == "mysql":
+        cursor.execute("SELECT GET_LOCK(%s, 5)", (f"dbjobs_migrate_{db.database}"[:64],))
+    else:
+        raw.driver_connection.isolation_level = None
+        cursor.execute("BEGIN EXCLUSIVE")
+    ready.set()
+    release.wait(20)
+    raw.close()
+    engine.dispose()
+
+
+def test_a_concurrent_applier_is_refused(db_url: str, tmp_path) -> None:
+    db = database(db_url)
+    path = write(tmp_path, db.engine, "CREATE TABLE a (id INTEGER PRIMARY KEY);")
+    if db.engine == "sqlite":
+        apply(db, write(tmp_path, "sqlite", "CREATE TABLE z (id INTEGER);", name="0000_20260101T000000_z"))
+    ready, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=_hold_lock, args=(db, ready, release))
+    holder.start()
+    try:
+        assert ready.wait(10)
+        with pytest.raises(JobLockedError, match="another migration"):
+            apply_migration(db, path, lock_timeout=0.5)
+    finally:
+        release.set()
+        holder.join()
+    assert apply(db, path)["status"] == "applied"
