@@ -70,35 +70,59 @@ def invert(changes: list[Change]) -> list[Change]:
     return [change.inverted() for change in reversed(changes)]
 
 
+class _Tables(dict):  # type: ignore[type-arg]
+    """The snapshot's tables, copied on first write so applying a few changes to a big schema stays cheap."""
+
+    def __init__(self, tables: dict[str, Any]) -> None:
+        super().__init__(tables)
+        self.owned: set[str] = set()
+
+    def own(self, name: str) -> dict[str, Any]:
+        if name not in self.owned:
+            self[name] = copy.deepcopy(self[name])
+            self.owned.add(name)
+        return self[name]
+
+    def referencing(self, table: str) -> list[dict[str, Any]]:
+        """The tables with a foreign key to `table`, owned for writing."""
+        return [self.own(n) for n, t in list(self.items()) if any(fk["ref_table"] == table for fk in t["foreign_keys"])]
+
+
 def apply_changes(snapshot: Snapshot, changes: list[Change]) -> Snapshot:
     """The snapshot that results from applying `changes` (pure: the input is not modified)."""
-    data = copy.deepcopy(snapshot.to_dict())
-    tables: dict[str, Any] = data["tables"]
+    tables = _Tables(snapshot.tables)
+    data: dict[str, Any] = {"enums": dict(snapshot.enums), "sequences": dict(snapshot.sequences),
+                            "views": dict(snapshot.views)}
     for change in changes:
         kind, name = change.kind, change.name
         if kind == "create_table":
             tables[name] = copy.deepcopy(change.after)
+            tables.owned.add(name)
         elif kind == "drop_table":
             del tables[name]
         elif kind == "rename_table":
+            tables.own(change.before)
             tables[change.after] = tables.pop(change.before)
-            for fk in _all_fks(tables):
-                fk["ref_table"] = change.after if fk["ref_table"] == change.before else fk["ref_table"]
+            tables.owned.add(change.after)
+            for table in tables.referencing(change.before):
+                for fk in table["foreign_keys"]:
+                    fk["ref_table"] = change.after if fk["ref_table"] == change.before else fk["ref_table"]
         elif kind == "add_column":
-            tables[name]["columns"].append(copy.deepcopy(change.after))
+            tables.own(name)["columns"].append(copy.deepcopy(change.after))
         elif kind == "drop_column":
-            tables[name]["columns"] = [c for c in tables[name]["columns"] if c["name"] != change.before["name"]]
+            table = tables.own(name)
+            table["columns"] = [c for c in table["columns"] if c["name"] != change.before["name"]]
         elif kind in ("alter_column", "rename_column"):
-            columns = tables[name]["columns"]
+            columns = tables.own(name)["columns"]
             at = next(i for i, c in enumerate(columns) if c["name"] == change.before["name"])
             columns[at] = copy.deepcopy(change.after)
             if kind == "rename_column":
                 _rename_references(tables, name, change.before["name"], change.after["name"])
         elif kind == "set_primary_key":
-            tables[name]["primary_key"] = copy.deepcopy(change.after)
+            tables.own(name)["primary_key"] = copy.deepcopy(change.after)
         elif kind.partition("_")[2] in CONSTRAINT_LISTS:
             verb, _, what = kind.partition("_")
-            items = tables[name][CONSTRAINT_LISTS[what]]
+            items = tables.own(name)[CONSTRAINT_LISTS[what]]
             if verb == "add":
                 items.append(copy.deepcopy(change.after))
             else:
@@ -115,24 +139,21 @@ def apply_changes(snapshot: Snapshot, changes: list[Change]) -> Snapshot:
             del data[kind.partition("_")[2] + "s"][name]
         else:
             raise ValueError(f"unknown change kind {kind!r}")
-    return Snapshot.from_dict(data)
+    return Snapshot(snapshot.engine, dict(tables), data["enums"], data["sequences"], data["views"])
 
 
-def _all_fks(tables: dict[str, Any]) -> list[dict[str, Any]]:
-    return [fk for table in tables.values() for fk in table["foreign_keys"]]
-
-
-def _rename_references(tables: dict[str, Any], table: str, old: str, new: str) -> None:
+def _rename_references(tables: _Tables, table: str, old: str, new: str) -> None:
     """What the engine does on RENAME COLUMN: keys, indexes and referencing FKs follow the column."""
     def swap(names: list[str]) -> list[str]:
         return [new if n == old else n for n in names]
 
-    own = tables[table]
+    own = tables.own(table)
     if own["primary_key"]:
         own["primary_key"]["columns"] = swap(own["primary_key"]["columns"])
     for item in own["uniques"] + own["indexes"] + own["foreign_keys"]:
         item["columns"] = swap(item["columns"])
-    for fk in _all_fks(tables):
-        if fk["ref_table"] == table:
-            fk["ref_columns"] = swap(fk["ref_columns"])
+    for referencing in tables.referencing(table):
+        for fk in referencing["foreign_keys"]:
+            if fk["ref_table"] == table:
+                fk["ref_columns"] = swap(fk["ref_columns"])
 

@@ -38,11 +38,12 @@ def comparable(snapshot: Snapshot) -> dict[str, Any]:
 def diff(before: Snapshot, after: Snapshot) -> list[Change]:
     """The ordered changes that turn `before` into `after` (empty when they are the same schema)."""
     renames = _detect_renames(before, after)
-    mid = apply_changes(before, renames)
+    mid = apply_changes(before, renames) if renames else before
     dropped = sorted(set(mid.tables) - set(after.tables))
     created = sorted(set(after.tables) - set(mid.tables))
     kept = sorted(set(mid.tables) & set(after.tables))
-    per_table = [_table_changes(name, mid.tables[name], after.tables[name]) for name in kept]
+    per_table = [_table_changes(name, mid.tables[name], after.tables[name]) for name in kept
+                 if mid.tables[name] != after.tables[name]]
 
     def phase(*kinds: str) -> list[Change]:
         return [c for changes in per_table for c in changes if c.kind in kinds]
