@@ -7,6 +7,7 @@ another database, and `apply` just marks it applied here, where it already happe
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,9 +67,11 @@ def detect_migrations(db: DatabaseURL, schema_dir: Path, models: str | None = No
 
     now = now or datetime.now(UTC)
     progress(Progress("snapshot"))
-    live = take_snapshot(db)
-    if models:
-        desired = snapshot_from_models(models, db.engine)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        wanted = pool.submit(snapshot_from_models, models, db.engine) if models else None
+        live = take_snapshot(db)
+        desired = wanted.result() if wanted else None
+    if desired:
         before, after, source = live, Snapshot(db.engine, desired.tables, desired.enums, live.sequences,
                                                 live.views), f"models {models}"
     else:

@@ -92,6 +92,8 @@ def _detect_renames(before: Snapshot, after: Snapshot) -> list[Change]:
     renamed = {c.after: c.before for c in changes}
     for name in sorted(set(after.tables) & (set(before.tables) | set(renamed))):
         old_table = before.tables[renamed.get(name, name)]
+        if old_table["columns"] == after.tables[name]["columns"]:
+            continue
         old_cols = {c["name"]: c for c in old_table["columns"]}
         new_cols = {c["name"]: c for c in after.tables[name]["columns"]}
         gone_cols = {n: c for n, c in old_cols.items() if n not in new_cols}
@@ -116,16 +118,19 @@ def _named(what: str, table: str, item: dict[str, Any]) -> dict[str, Any]:
 
 def _table_changes(name: str, old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
     changes: list[Change] = []
-    old_cols = {c["name"]: c for c in old["columns"]}
-    new_cols = {c["name"]: c for c in new["columns"]}
-    changes += [Change("add_column", name, None, c) for n, c in new_cols.items() if n not in old_cols]
-    changes += [Change("alter_column", name, old_cols[n], c) for n, c in new_cols.items()
-                if n in old_cols and old_cols[n] != c]
-    changes += [Change("drop_column", name, c, None) for n, c in old_cols.items() if n not in new_cols]
+    if old["columns"] != new["columns"]:
+        old_cols = {c["name"]: c for c in old["columns"]}
+        new_cols = {c["name"]: c for c in new["columns"]}
+        changes += [Change("add_column", name, None, c) for n, c in new_cols.items() if n not in old_cols]
+        changes += [Change("alter_column", name, old_cols[n], c) for n, c in new_cols.items()
+                    if n in old_cols and old_cols[n] != c]
+        changes += [Change("drop_column", name, c, None) for n, c in old_cols.items() if n not in new_cols]
     old_pk, new_pk = old["primary_key"], new["primary_key"]
     if (old_pk and old_pk["columns"]) != (new_pk and new_pk["columns"]):
         changes.append(Change("set_primary_key", name, old_pk, new_pk))
     for what, key in CONSTRAINT_LISTS.items():
+        if old[key] == new[key]:
+            continue
         olds = {constraint_key(what, item): item for item in old[key]}
         news = {constraint_key(what, item): item for item in new[key]}
         changes += [Change(f"drop_{what}", name, item, None) for k, item in olds.items() if k not in news]

@@ -57,7 +57,7 @@ def read_metadata(metadata: sa.MetaData, builder: SchemaBuilder) -> None:
     """Fill `builder` from MetaData, compiling each fact with the builder engine's dialect."""
     dialect = dialect_for(builder.engine)
     ddl = dialect.ddl_compiler(dialect, None)
-    for table in metadata.sorted_tables:
+    for table in metadata.tables.values():
         builder.table(table.name, table.comment)
         auto = table.autoincrement_column
         for column in table.columns:

@@ -9,6 +9,7 @@ created from the models snapshots exactly as the models do: no false positives.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 _QUOTED = re.compile(r"('(?:[^']|'')*')")
 
@@ -63,6 +64,7 @@ def strip_outer_parens(text: str) -> str:
     return text
 
 
+@lru_cache(maxsize=4096)
 def normalize_type(engine: str, raw: str) -> str:
     """One spelling per type and engine, e.g. PostgreSQL `character varying(50)` → `varchar(50)`."""
     text = outside_quotes(_squash(raw), str.lower)
@@ -87,6 +89,7 @@ def normalize_type(engine: str, raw: str) -> str:
     return text
 
 
+@lru_cache(maxsize=4096)
 def normalize_default(engine: str, raw: str | None) -> str | None:
     """A server default as comparable SQL text: casts, outer parens and case of keywords removed."""
     if raw is None:
@@ -108,6 +111,7 @@ def normalize_default(engine: str, raw: str | None) -> str | None:
     return _NUMBER.sub(lambda m: m.group(1) if set(m.group(2)) <= {"0", "."} else m.group(0).rstrip("0"), text)
 
 
+@lru_cache(maxsize=4096)
 def normalize_expression(engine: str, raw: str) -> str:
     """A check or index expression as valid SQL without engine decoration (casts, quoting, outer parens)."""
     text = _squash(raw)
@@ -119,11 +123,13 @@ def normalize_expression(engine: str, raw: str) -> str:
     return strip_outer_parens(_PAREN_LITERAL.sub(r"\1", text))
 
 
+@lru_cache(maxsize=4096)
 def expression_key(text: str) -> str:
     """A comparison key that ignores parentheses, spacing and keyword case (engines re-parenthesize checks)."""
     return outside_quotes(text, lambda part: re.sub(r"[\s()]", "", part.lower()))
 
 
+@lru_cache(maxsize=4096)
 def normalize_action(engine: str, raw: str | None) -> str | None:
     """ON DELETE / ON UPDATE: the engine's default (NO ACTION, and RESTRICT on MySQL) becomes None."""
     if raw is None:

@@ -13,22 +13,23 @@ SELECT TABLE_NAME, TABLE_COMMENT FROM information_schema.TABLES
 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE'
 """
 _COLUMNS = """
-SELECT c.TABLE_NAME, c.COLUMN_NAME, c.COLUMN_TYPE, c.IS_NULLABLE, c.COLUMN_DEFAULT, c.EXTRA, c.COLUMN_COMMENT
-FROM information_schema.COLUMNS c JOIN information_schema.TABLES t
-  ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME AND t.TABLE_TYPE = 'BASE TABLE'
-WHERE c.TABLE_SCHEMA = DATABASE() ORDER BY c.TABLE_NAME, c.ORDINAL_POSITION
+SELECT TABLE_NAME, GROUP_CONCAT(CONCAT_WS(CHAR(31 USING utf8mb4), COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE,
+       IFNULL(COLUMN_DEFAULT, CHAR(2 USING utf8mb4)), EXTRA, COLUMN_COMMENT) ORDER BY ORDINAL_POSITION SEPARATOR 0x1e)
+FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() GROUP BY TABLE_NAME
 """
 _INDEXES = """
 SELECT TABLE_NAME, INDEX_NAME, NON_UNIQUE, COLUMN_NAME FROM information_schema.STATISTICS
 WHERE TABLE_SCHEMA = DATABASE() ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX
 """
 _FOREIGN_KEYS = """
-SELECT k.TABLE_NAME, k.CONSTRAINT_NAME, k.COLUMN_NAME, k.REFERENCED_TABLE_NAME, k.REFERENCED_COLUMN_NAME,
-       r.DELETE_RULE, r.UPDATE_RULE
-FROM information_schema.KEY_COLUMN_USAGE k JOIN information_schema.REFERENTIAL_CONSTRAINTS r
-  ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME AND r.TABLE_NAME = k.TABLE_NAME
-WHERE k.TABLE_SCHEMA = DATABASE() AND k.REFERENCED_TABLE_NAME IS NOT NULL
-ORDER BY k.TABLE_NAME, k.CONSTRAINT_NAME, k.ORDINAL_POSITION
+SELECT TABLE_NAME, CONSTRAINT_NAME, COLUMN_NAME, REFERENCED_TABLE_NAME, REFERENCED_COLUMN_NAME
+FROM information_schema.KEY_COLUMN_USAGE
+WHERE TABLE_SCHEMA = DATABASE() AND REFERENCED_TABLE_NAME IS NOT NULL
+ORDER BY TABLE_NAME, CONSTRAINT_NAME, ORDINAL_POSITION
+"""
+_FK_RULES = """
+SELECT TABLE_NAME, CONSTRAINT_NAME, DELETE_RULE, UPDATE_RULE FROM information_schema.REFERENTIAL_CONSTRAINTS
+WHERE CONSTRAINT_SCHEMA = DATABASE()
 """
 _CHECKS = """
 SELECT TABLE_NAME, CONSTRAINT_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS
@@ -41,9 +42,15 @@ def read(conn: Connection, builder: SchemaBuilder) -> None:
     """Fill `builder` with every base table, its constraints and indexes, and the views."""
     for table, comment in conn.execute(text(_TABLES)):
         builder.table(table, comment or None)
-    for table, name, type_, nullable, default, extra, comment in conn.execute(text(_COLUMNS)):
-        builder.column(table, name, type_, nullable=nullable == "YES", default=default,
-                       autoincrement="auto_increment" in (extra or "").lower(), comment=comment or None)
+    conn.execute(text("SET SESSION group_concat_max_len = 1073741824"))
+    for table, packed in conn.execute(text(_COLUMNS)):
+        if table not in builder.tables:
+            continue
+        for column in packed.split("\x1e"):
+            name, type_, nullable, default, extra, comment = column.split("\x1f")
+            builder.column(table, name, type_, nullable=nullable == "YES",
+                           default=None if default == "\x02" else default,
+                           autoincrement="auto_increment" in extra.lower(), comment=comment or None)
     indexes: dict[tuple[str, str], tuple[bool, list[str]]] = {}
     for table, name, non_unique, column in conn.execute(text(_INDEXES)):
         indexes.setdefault((table, name), (not non_unique, []))[1].append(column)
@@ -54,11 +61,12 @@ def read(conn: Connection, builder: SchemaBuilder) -> None:
             builder.primary_key(table, None, columns)
         else:
             builder.index(table, name, columns, unique=unique)
+    rules = {(row[0], row[1]): (row[2], row[3]) for row in conn.execute(text(_FK_RULES))}
     fks: dict[tuple[str, str], list] = defaultdict(list)
     for row in conn.execute(text(_FOREIGN_KEYS)):
         fks[(row[0], row[1])].append(row)
     for (table, name), rows in fks.items():
-        builder.foreign_key(table, name, [r[2] for r in rows], rows[0][3], [r[4] for r in rows], rows[0][5], rows[0][6])
+        builder.foreign_key(table, name, [r[2] for r in rows], rows[0][3], [r[4] for r in rows], *rules[(table, name)])
     for table, name, clause in conn.execute(text(_CHECKS)):
         if table in builder.tables:
             builder.check(table, name, clause)
