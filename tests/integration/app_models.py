@@ -33,6 +33,7 @@ class Post(Base):
 
 class Tag(Base):
     __tablename__ = "tag"
+    __table_args__ = {"comment": "labels for posts"}
     id: Mapped[int] = mapped_column(sa.Integer, sa.Identity(), primary_key=True)
-    name: Mapped[str] = mapped_column(sa.String(40))
+    name: Mapped[str] = mapped_column(sa.String(40), comment="shown in the UI")
     weight: Mapped[float] = mapped_column(sa.Float, nullable=True)

@@ -8,14 +8,20 @@ from dbjobs.schema.builder import SchemaBuilder
 
 _COLUMNS = """
 SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-       pg_get_expr(d.adbin, d.adrelid), a.attidentity, col_description(c.oid, a.attnum),
-       obj_description(c.oid, 'pg_class')
+       pg_get_expr(d.adbin, d.adrelid), a.attidentity, ds.description
 FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+LEFT JOIN pg_description ds ON ds.objoid = c.oid AND ds.classoid = 'pg_class'::regclass AND ds.objsubid = a.attnum
 WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY c.relname, a.attnum
+"""
+_TABLE_COMMENTS = """
+SELECT c.relname, ds.description FROM pg_description ds
+JOIN pg_class c ON c.oid = ds.objoid AND ds.classoid = 'pg_class'::regclass AND ds.objsubid = 0
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')
 """
 _CONSTRAINTS = """
 SELECT c.relname, con.conname, con.contype,
@@ -24,7 +30,7 @@ SELECT c.relname, con.conname, con.contype,
        rc.relname,
        ARRAY(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(n, i)
              JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.i),
-       con.confdeltype, con.confupdtype, pg_get_constraintdef(con.oid, true)
+       con.confdeltype, con.confupdtype, CASE WHEN con.contype = 'c' THEN pg_get_constraintdef(con.oid, true) END
 FROM pg_constraint con
 JOIN pg_class c ON c.oid = con.conrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -62,11 +68,12 @@ _ACTIONS = {"a": None, "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "S
 
 def read(conn: Connection, builder: SchemaBuilder) -> None:
     """Fill `builder` with every table, constraint, index, enum, standalone sequence and view."""
-    for table, name, type_, notnull, default, identity, comment, table_comment in conn.execute(text(_COLUMNS)):
+    for table, name, type_, notnull, default, identity, comment in conn.execute(text(_COLUMNS)):
         serial = bool(default and default.startswith("nextval("))
-        builder.table(table, table_comment)
         builder.column(table, name, type_, nullable=not notnull, default=None if serial else default,
                        autoincrement=serial or identity in ("a", "d"), comment=comment)
+    for table, comment in conn.execute(text(_TABLE_COMMENTS)):
+        builder.table(table, comment)
     for table, name, kind, columns, ref_table, ref_columns, on_delete, on_update, definition in conn.execute(
             text(_CONSTRAINTS)):
         if kind == "p":
