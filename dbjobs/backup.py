@@ -1,0 +1,80 @@
+"""The backup job: check tools, stream the dump into a compressed, checksummed file, write the manifest.
+
+The manifest is written last, atomically: until it exists the backup does not exist, so a job
+killed at any moment leaves nothing that is listed or restored.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from dbjobs import __version__
+from dbjobs.catalog import Backup
+from dbjobs.dburl import DatabaseURL
+from dbjobs.engines import connector_for
+from dbjobs.errors import BackupError
+from dbjobs.manifest import DUMP_SUFFIX, Manifest, new_backup_id
+from dbjobs.pipeline import DEFAULT_LEVEL, private_dir, write_atomic, write_compressed
+from dbjobs.progress import Progress, ProgressCallback, no_progress
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    """The finished backup, as a job result."""
+
+    backup: Backup
+    seconds: float
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON result: the manifest plus where the file is (never a URL or password)."""
+        return {**self.backup.manifest.to_dict(), "path": str(self.backup.path), "seconds": round(self.seconds, 3)}
+
+
+def _schema_fingerprint(db: DatabaseURL) -> str | None:
+    """The schema fingerprint, so a restore or status can tell which schema a backup holds."""
+    try:
+        from dbjobs.schema.snapshot import fingerprint
+    except ImportError:  # the schema package is optional for a bare backup
+        return None
+    return fingerprint(db)
+
+
+def run_backup(
+    db: DatabaseURL, output_dir: Path, *, progress: ProgressCallback = no_progress,
+    kind: str = "full", note: str = "", level: int = DEFAULT_LEVEL,
+) -> BackupResult:
+    """Back up `db` into `output_dir`; return the complete backup or raise a DbjobsError (no file left)."""
+    connector = connector_for(db)
+    progress(Progress("check"))
+    tools = connector.tool_versions()
+    server_version = connector.server_version()
+    total = connector.size_bytes()
+    try:
+        directory = private_dir(output_dir)
+    except OSError as exc:
+        raise BackupError(f"cannot create backup directory {output_dir}: {exc.strerror}") from None
+    started = datetime.now(UTC)
+    backup_id = new_backup_id(db.alias, started, secrets.token_hex(3))
+    path = directory / (backup_id + DUMP_SUFFIX)
+    try:
+        written, row_counts = write_compressed(path, connector.dump, level=level, progress=progress, total=total)
+    except PermissionError as exc:
+        raise BackupError(f"cannot write to {directory}: {exc.strerror}") from None
+    try:
+        fingerprint = _schema_fingerprint(db)
+        finished = datetime.now(UTC)
+        manifest = Manifest(
+            id=backup_id, database=db.alias, engine=db.engine, server_version=server_version,
+            started_at=started.isoformat(), finished_at=finished.isoformat(), file=path.name,
+            size=written.size, raw_size=written.raw_size, sha256=written.sha256, compression="zstd",
+            compression_level=level, tools=tools, schema_fingerprint=fingerprint, row_counts=row_counts,
+            dbjobs_version=__version__, kind=kind, note=note,
+        )
+        write_atomic(directory / manifest.manifest_name, manifest.to_json().encode())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return BackupResult(Backup(manifest, path), (finished - started).total_seconds())

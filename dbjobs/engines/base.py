@@ -1,0 +1,170 @@
+"""The connector protocol and the subprocess plumbing the tool-based engines share.
+
+A connector streams: `dump` pushes raw dump bytes into a sink as the tool produces them and
+`restore` feeds chunks to the tool's stdin, so no dump is ever held in memory or staged in a
+temporary file. Client tools receive passwords through their environment or an option file,
+never their argument list (which any local user can read in `ps`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import IO, ClassVar
+
+from sqlalchemy.exc import OperationalError
+
+from dbjobs.dburl import DatabaseURL
+from dbjobs.errors import BackupError, DatabaseUnavailableError, RestoreError, ToolMissingError
+
+CHUNK = 1 << 20
+Sink = Callable[[bytes | memoryview], object]
+
+
+class Connector(ABC):
+    """What backup and restore need from an engine; each engine implements it once."""
+
+    engine: ClassVar[str]
+
+    def __init__(self, db: DatabaseURL) -> None:
+        self.db = db
+
+    @abstractmethod
+    def tool_versions(self) -> dict[str, str]:
+        """Versions of the client tools used, after checking they exist and fit the server."""
+
+    @abstractmethod
+    def server_version(self) -> str:
+        """The server's version string, recorded in the manifest."""
+
+    @abstractmethod
+    def size_bytes(self) -> int:
+        """The database's size on disk: the progress total while dumping."""
+
+    @abstractmethod
+    def dump(self, sink: Sink) -> dict[str, int]:
+        """Stream a consistent dump into `sink`; return exact row counts from the same snapshot."""
+
+    @abstractmethod
+    def restore(self, chunks: Iterable[bytes], *, same_database: bool) -> None:
+        """Replace the database's contents with the dump in `chunks`, all or nothing."""
+
+    def exists(self) -> bool:
+        """Whether there is a database to save before a restore (a new SQLite file has none)."""
+        return True
+
+    def connect_check(self) -> None:
+        """Fail fast, with a clear message, when the server cannot be reached."""
+        self.server_version()
+
+
+def require_tool(*names: str, install_hint: str) -> str:
+    """The first of `names` on PATH, or a ToolMissingError saying what to install."""
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    raise ToolMissingError(f"{' or '.join(names)} not found on PATH; install {install_hint}")
+
+
+def tool_version(path: str) -> str:
+    """`tool --version`, first line: recorded so a restore can tell what wrote a backup."""
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30, check=False)
+    return out.stdout.strip().splitlines()[0] if out.stdout.strip() else "unknown"
+
+
+def major_version(text: str) -> int:
+    """The first number in a version string ('pg_dump (PostgreSQL) 15.20' -> 15)."""
+    match = re.search(r"(\d+)", text.split(")")[-1] if ")" in text else text)
+    return int(match.group(1)) if match else 0
+
+
+def unavailable(db: DatabaseURL, exc: OperationalError) -> DatabaseUnavailableError:
+    """A connection failure as a one-line user error (the driver's text without the URL)."""
+    reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "connection failed"
+    return DatabaseUnavailableError(f"database {db.alias!r} ({db.redacted()}) is unreachable: {reason}")
+
+
+class _StderrTail:
+    """Collects a tool's stderr in a temp file, so a chatty tool can never fill a pipe and hang."""
+
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile()  # noqa: SIM115  (closed with the object)
+
+    def tail(self, lines: int = 3) -> str:
+        self.file.seek(0)
+        text = self.file.read()[-4000:].decode("utf-8", "replace").strip().splitlines()
+        return " | ".join(line.strip() for line in text[-lines:]) or "no error output"
+
+
+def run_dump(argv: Sequence[str], env: Mapping[str, str], sink: Sink, what: str) -> None:
+    """Run a dump tool and push its stdout into `sink` chunk by chunk; raise BackupError on failure."""
+    err = _StderrTail()
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err.file, env={**os.environ, **env}) as proc:
+        assert proc.stdout is not None
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        try:
+            while n := proc.stdout.readinto(buf):
+                sink(view[:n])
+        except BaseException:
+            proc.kill()
+            raise
+        code = proc.wait()
+    if code != 0:
+        raise BackupError(f"{what} failed (exit {code}): {err.tail()}")
+
+
+def run_restore(
+    stages: Sequence[Sequence[str]], env: Mapping[str, str], chunks: Iterable[bytes | memoryview], what: str
+) -> None:
+    """Feed `chunks` into a pipeline of tools (each one's stdout into the next one's stdin).
+
+    Raise RestoreError with the failing tool's last error lines. Feeding runs in a thread so a
+    tool that dies early is noticed instead of blocking a write forever.
+    """
+    full_env = {**os.environ, **env}
+    procs: list[tuple[subprocess.Popen[bytes], _StderrTail]] = []
+    stdin: int | IO[bytes] = subprocess.PIPE
+    for i, argv in enumerate(stages):
+        err = _StderrTail()
+        last = i == len(stages) - 1
+        proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.DEVNULL if last else subprocess.PIPE,
+                                stderr=err.file, env=full_env)
+        if procs:
+            procs[-1][0].stdout.close()  # type: ignore[union-attr]  # only the next stage holds it now
+        procs.append((proc, err))
+        stdin = proc.stdout  # type: ignore[assignment]
+    head = procs[0][0]
+    failure: list[BaseException] = []
+
+    def feed() -> None:
+        try:
+            for chunk in chunks:
+                head.stdin.write(chunk)  # type: ignore[union-attr]
+        except BrokenPipeError:
+            pass
+        except BaseException as exc:  # reported after the tools are stopped
+            failure.append(exc)
+            for proc, _ in procs:
+                proc.kill()
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                head.stdin.close()  # type: ignore[union-attr]
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    feeder.join()
+    codes = [proc.wait() for proc, _ in procs]
+    if failure:
+        raise failure[0]
+    for (proc, err), code in reversed(list(zip(procs, codes, strict=True))):
+        if code != 0:
+            raise RestoreError(f"{what} failed ({os.path.basename(str(proc.args[0]))} exit {code}): {err.tail()}")

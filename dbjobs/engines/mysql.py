@@ -1,0 +1,112 @@
+"""MySQL/MariaDB: `mariadb-dump --single-transaction` streamed out, the `mariadb` client streamed in.
+
+MySQL commits DDL implicitly, so a restore cannot be one transaction. All or nothing is kept by
+compensation instead: the restore job takes a safety backup first, and if loading fails this
+connector's caller loads the safety backup back (see `dbjobs.restore`).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
+
+from dbjobs.engines.base import Connector, Sink, require_tool, run_dump, run_restore, tool_version, unavailable
+
+HINT = "the MariaDB client (Debian/Ubuntu: apt-get install mariadb-client)"
+DROP_ALL = """
+SET FOREIGN_KEY_CHECKS=0;
+SET @dbjobs_views = (SELECT GROUP_CONCAT(CONCAT('`', TABLE_NAME, '`')) FROM information_schema.VIEWS
+                     WHERE TABLE_SCHEMA = DATABASE());
+SET @s = IF(@dbjobs_views IS NULL, 'DO 0', CONCAT('DROP VIEW IF EXISTS ', @dbjobs_views));
+PREPARE st FROM @s; EXECUTE st; DEALLOCATE PREPARE st;
+SET @dbjobs_tables = (SELECT GROUP_CONCAT(CONCAT('`', TABLE_NAME, '`')) FROM information_schema.TABLES
+                      WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE');
+SET @s = IF(@dbjobs_tables IS NULL, 'DO 0', CONCAT('DROP TABLE IF EXISTS ', @dbjobs_tables));
+PREPARE st FROM @s; EXECUTE st; DEALLOCATE PREPARE st;
+SET FOREIGN_KEY_CHECKS=1;
+"""
+
+
+class MySQLConnector(Connector):
+    """mariadb-dump (or mysqldump) and the mariadb (or mysql) client, password in an option file."""
+
+    engine = "mysql"
+
+    def _engine(self):  # type: ignore[no-untyped-def]
+        return self.db.create_engine(poolclass=NullPool)
+
+    def _tools(self) -> tuple[str, str]:
+        return (require_tool("mariadb-dump", "mysqldump", install_hint=HINT),
+                require_tool("mariadb", "mysql", install_hint=HINT))
+
+    @contextmanager
+    def _options_file(self) -> Iterator[str]:
+        """A 0600 option file with the credentials, removed on every exit path."""
+        url = self.db.url
+        lines = ["[client]", f"host={url.host or 'localhost'}", f"port={url.port or 3306}",
+                 f"user={url.username or 'root'}", "default-character-set=utf8mb4"]
+        if url.password:
+            lines.append(f"password=\"{url.password}\"")
+        fd, path = tempfile.mkstemp(prefix="dbjobs-", suffix=".cnf")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write("\n".join(lines) + "\n")
+            yield path
+        finally:
+            os.unlink(path)
+
+    def server_version(self) -> str:
+        try:
+            with self._engine().connect() as conn:
+                return str(conn.execute(text("SELECT VERSION()")).scalar())
+        except OperationalError as exc:
+            raise unavailable(self.db, exc) from None
+
+    def size_bytes(self) -> int:
+        with self._engine().connect() as conn:
+            return int(conn.execute(text(
+                "SELECT COALESCE(SUM(DATA_LENGTH + INDEX_LENGTH), 0) FROM information_schema.TABLES "
+                "WHERE TABLE_SCHEMA = DATABASE()")).scalar() or 0)
+
+    def tool_versions(self) -> dict[str, str]:
+        dump, client = self._tools()
+        self.server_version()
+        return {os.path.basename(dump): tool_version(dump), os.path.basename(client): tool_version(client)}
+
+    def dump(self, sink: Sink) -> dict[str, int]:
+        dump, _ = self._tools()
+        engine = self._engine()
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY"))
+                tables = [r[0] for r in conn.execute(text(
+                    "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
+                    "AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME"))]
+                counts = {t: int(conn.execute(text(f"SELECT COUNT(*) FROM `{t}`")).scalar() or 0) for t in tables}
+                conn.rollback()
+        except OperationalError as exc:
+            raise unavailable(self.db, exc) from None
+        finally:
+            engine.dispose()
+        with self._options_file() as options:
+            run_dump([dump, f"--defaults-extra-file={options}", "--single-transaction", "--quick", "--routines",
+                      "--triggers", "--events", "--hex-blob", "--no-tablespaces", "--skip-dump-date",
+                      self.db.database], {}, sink, os.path.basename(dump))
+        return counts
+
+    def restore(self, chunks: Iterable[bytes], *, same_database: bool) -> None:
+        _, client = self._tools()
+
+        def with_prelude() -> Iterator[bytes]:
+            yield DROP_ALL.encode()
+            yield from chunks
+
+        with self._options_file() as options:
+            run_restore([[client, f"--defaults-extra-file={options}", "--binary-mode", "--database", self.db.database]],
+                        {}, with_prelude(), os.path.basename(client))

@@ -1,0 +1,98 @@
+"""The public jobs: stable names, JSON-able keyword arguments, JSON results.
+
+This is the one place that turns what a task message or the CLI carries (aliases, ids,
+options) into typed library calls. Celery tasks (`workers/`) and the in-process runner of the
+CLI both call `run_job`, so a job behaves the same wherever it runs. Arguments never hold a URL
+or a secret: databases are named by alias and resolved here, inside the process that runs
+the job.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dbjobs.errors import ConfigError
+from dbjobs.progress import ProgressCallback, no_progress
+from dbjobs.settings import Settings
+
+JobFunction = Callable[..., dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Job:
+    """A registered job: its public name, function, and whether it needs the database's lock."""
+
+    name: str
+    function: JobFunction
+    locks_database: bool
+
+
+JOBS: dict[str, Job] = {}
+
+
+def job(name: str, *, locks_database: bool = False) -> Callable[[JobFunction], JobFunction]:
+    """Register a job function under its public task name (`dbjobs.<verb>`)."""
+
+    def register(function: JobFunction) -> JobFunction:
+        JOBS[name] = Job(name, function, locks_database)
+        return function
+
+    return register
+
+
+def run_job(name: str, settings: Settings, kwargs: dict[str, Any], progress: ProgressCallback = no_progress) -> dict:
+    """Run a registered job with JSON-able `kwargs`; unknown names or arguments are user errors."""
+    try:
+        entry = JOBS[name]
+    except KeyError:
+        raise ConfigError(f"unknown job {name!r} (known: {', '.join(sorted(JOBS))})") from None
+    try:
+        inspect.signature(entry.function).bind(settings, progress, **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"bad arguments for {name}: {exc}") from None
+    return entry.function(settings, progress, **kwargs)
+
+
+def _dir(value: str | None, default: Path) -> Path:
+    return Path(value) if value else default
+
+
+@job("dbjobs.backup", locks_database=True)
+def backup(settings: Settings, progress: ProgressCallback, *, database: str = "default",
+           output_dir: str | None = None) -> dict[str, Any]:
+    """Full backup of one database alias into the backup directory."""
+    from dbjobs.backup import run_backup
+    from dbjobs.sample import ensure_sample
+
+    db = settings.database(database)
+    ensure_sample(settings, db)
+    return run_backup(db, _dir(output_dir, settings.backup_dir), progress=progress).to_dict()
+
+
+@job("dbjobs.restore", locks_database=True)
+def restore(settings: Settings, progress: ProgressCallback, *, backup: str, database: str | None = None,
+            backup_dir: str | None = None, confirmed: bool = False) -> dict[str, Any]:
+    """Restore a backup (id or file) into an alias: the backup's own alias unless another is named."""
+    from dbjobs.catalog import find_backup
+    from dbjobs.restore import run_restore
+
+    directory = _dir(backup_dir, settings.backup_dir)
+    found = find_backup(directory, backup)
+    db = settings.database(database or found.manifest.database)
+    return run_restore(found, db, directory, confirmed=confirmed, progress=progress).to_dict()
+
+
+@job("dbjobs.list_backups")
+def list_backups(settings: Settings, progress: ProgressCallback, *, backup_dir: str | None = None,
+                 limit: int = 10, database: str | None = None) -> dict[str, Any]:
+    """Complete backups newest first (at most `limit`), and the manifests that were skipped."""
+    from dbjobs.catalog import list_backups as list_dir
+
+    if limit < 1:
+        raise ConfigError(f"--limit must be at least 1, got {limit}")
+    backups, problems = list_dir(_dir(backup_dir, settings.backup_dir), database)
+    return {"backups": [b.to_dict() for b in backups[:limit]], "total": len(backups), "skipped": problems}

@@ -1,0 +1,104 @@
+"""The manifest: the self-description written beside every backup, last, when the file is complete.
+
+Pure data and validation, no I/O beyond parsing: a backup is only a backup when its manifest
+parses, names its file, and the file's size and SHA-256 match what the manifest says.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+from dbjobs.errors import BackupInvalidError
+
+FORMAT = "dbjobs-backup/1"
+MANIFEST_SUFFIX = ".manifest.json"
+DUMP_SUFFIX = ".dump.zst"
+ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}-\d{8}T\d{6}Z-[0-9a-f]{6}$")
+
+
+def new_backup_id(alias: str, when: datetime, token: str) -> str:
+    """`<alias>-<UTC time>-<6 hex>`: sorts by time per database and never collides across workers."""
+    return f"{alias}-{when.astimezone(UTC):%Y%m%dT%H%M%SZ}-{token[:6]}"
+
+
+def is_backup_id(text: str) -> bool:
+    """True for a well-formed id; anything else (paths, `../`) is never used to build a file name."""
+    return bool(ID_RE.match(text))
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything needed to list, verify and restore a backup without opening it."""
+
+    id: str
+    database: str
+    engine: str
+    server_version: str
+    started_at: str
+    finished_at: str
+    file: str
+    size: int
+    raw_size: int
+    sha256: str
+    compression: str
+    compression_level: int
+    tools: dict[str, str]
+    schema_fingerprint: str | None
+    row_counts: dict[str, int]
+    dbjobs_version: str
+    kind: str = "full"
+    note: str = ""
+    format: str = FORMAT
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def manifest_name(self) -> str:
+        """The manifest's file name beside the backup."""
+        return self.id + MANIFEST_SUFFIX
+
+    @property
+    def finished(self) -> datetime:
+        """When the backup completed: the age retention and status reason about."""
+        return datetime.fromisoformat(self.finished_at)
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON form (no secret can be in it: nothing here comes from a URL but the alias)."""
+        return asdict(self)
+
+    def to_json(self) -> str:
+        """Stable, readable JSON, diff-friendly for people who inspect backups by hand."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+
+_REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "id": str, "database": str, "engine": str, "server_version": str, "started_at": str,
+    "finished_at": str, "file": str, "size": int, "raw_size": int, "sha256": str, "compression": str,
+    "compression_level": int, "tools": dict, "schema_fingerprint": (str, type(None)), "row_counts": dict,
+    "dbjobs_version": str,
+}
+
+
+def parse_manifest(text: str | bytes, source: str) -> Manifest:
+    """Parse and validate a manifest; any defect is a BackupInvalidError naming `source`."""
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BackupInvalidError(f"{source}: manifest is not valid JSON") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise BackupInvalidError(f"{source}: not a dbjobs manifest (expected format {FORMAT})")
+    for key, kind in _REQUIRED.items():
+        if not isinstance(data.get(key), kind) or isinstance(data.get(key), bool):
+            raise BackupInvalidError(f"{source}: manifest field {key!r} is missing or malformed")
+    if not is_backup_id(data["id"]) or data["file"] != data["id"] + DUMP_SUFFIX:
+        raise BackupInvalidError(f"{source}: manifest names an unexpected file {data['file']!r}")
+    if not re.fullmatch(r"[0-9a-f]{64}", data["sha256"]) or data["compression"] != "zstd":
+        raise BackupInvalidError(f"{source}: manifest checksum or compression is malformed")
+    try:
+        datetime.fromisoformat(data["finished_at"])
+    except ValueError:
+        raise BackupInvalidError(f"{source}: manifest time {data['finished_at']!r} is malformed") from None
+    known = set(Manifest.__dataclass_fields__)
+    return Manifest(**{k: v for k, v in data.items() if k in known})

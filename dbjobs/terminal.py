@@ -1,0 +1,52 @@
+"""A dependency-free progress bar for the CLI: one redrawn line on stderr, only on a terminal."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from dbjobs.progress import Progress
+
+WIDTH = 30
+
+
+def human_size(n: float) -> str:
+    """Bytes as a short human string (1.2 GiB)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+class ProgressBar:
+    """Draws progress reports as `phase [#####-----] 42% 1.2 GiB / 2.9 GiB 85.3 MiB/s`."""
+
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self.started = time.monotonic()
+        self.drawn = False
+
+    def __call__(self, p: Progress) -> None:
+        if not self.enabled:
+            return
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        if p.total:
+            frac = min(p.done / p.total, 1.0)
+            filled = int(frac * WIDTH)
+            bar = f"[{'#' * filled}{'-' * (WIDTH - filled)}] {frac:4.0%} {human_size(p.done)} / {human_size(p.total)}"
+        else:
+            bar = human_size(p.done) if p.done else ""
+        rate = f" {human_size(p.done / elapsed)}/s" if p.done else ""
+        self.stream.write(f"\r\x1b[2K{p.phase:<14} {bar}{rate}")
+        self.stream.flush()
+        self.drawn = True
+
+    def close(self) -> None:
+        """End the bar's line so the result prints below it."""
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.drawn = False

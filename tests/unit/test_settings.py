@@ -1,0 +1,43 @@
+"""Settings validation: every malformed value is a ConfigError naming its variable."""
+
+import pytest
+
+from dbjobs.errors import ConfigError, UnknownDatabaseError
+from dbjobs.settings import load_settings, parse_databases
+
+
+def settings(**env: str):
+    return load_settings(env, dotenv=None)
+
+
+def test_defaults_use_the_sample_database() -> None:
+    s = settings()
+    assert s.sample_database and s.databases["default"].startswith("sqlite:///")
+    assert (s.keep_days, s.min_keep, s.backup_interval_hours, s.cleanup_interval_days) == (30, 5, 24, 1)
+    assert s.broker_url is None and not s.production
+
+
+def test_aliases_from_pairs_and_json() -> None:
+    assert parse_databases("a=sqlite:///a.db; b=postgresql://u:p@h/b") == {
+        "a": "sqlite:///a.db", "b": "postgresql://u:p@h/b"}
+    assert parse_databases('{"x": "mysql://root@h/x"}') == {"x": "mysql://root@h/x"}
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("BACKUP_INTERVAL_HOURS", "abc"), ("BACKUP_INTERVAL_HOURS", "0"), ("BACKUP_KEEP_DAYS", "-1"),
+    ("BACKUP_MIN_KEEP", "2.5"), ("BACKUP_CLEANUP_INTERVAL_DAYS", "nan"), ("DBJOBS_DATABASES", "noequals"),
+    ("DBJOBS_DATABASES", "{bad json"), ("DBJOBS_DATABASES", "9bad=sqlite:///x"), ("DBJOBS_ENV", "prod"),
+    ("DBJOBS_BROKER_URL", "amqp://guest@localhost//"), ("DBJOBS_MODELS", "app.models"),
+])
+def test_malformed_values_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        settings(**{name: value})
+    assert name in str(err.value)
+
+
+def test_unknown_alias_lists_known_ones_without_urls() -> None:
+    s = settings(DBJOBS_DATABASE_URL="postgresql://u:secret@h/db")
+    with pytest.raises(UnknownDatabaseError) as err:
+        s.database("nope")
+    assert "default" in str(err.value) and "secret" not in str(err.value)
+    assert "secret" not in repr(s) and "secret" not in s.database("default").redacted()
