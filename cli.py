@@ -90,6 +90,43 @@ def cmd_list_backups(args: argparse.Namespace) -> int:
     return submit(args, "dbjobs.list_backups", kwargs, render_list)
 
 
+def render_detect(r: dict[str, Any]) -> str:
+    backup = f"backup {r['backup']['id']} taken first\n" if r.get("backup") else ""
+    if not r["changed"]:
+        return f"{backup}no schema changes in {r['database']} (compared with {r['source']}); no migration written"
+    lines = [f"{backup}wrote {r['file']} ({len(r['changes'])} changes, compared with {r['source']})"]
+    lines += [f"  {c}" for c in r["changes"]]
+    lines += [f"  warning [{w['category']}]: {w['message']}" for w in r["warnings"]]
+    if r["destructive"] and not r["applied"]:
+        lines.append("  destructive: applying it needs --allow-destructive")
+    if r["applied"]:
+        lines.append(f"  applied: {r['applied']['status']}")
+    return "\n".join(lines)
+
+
+def render_apply(r: dict[str, Any]) -> str:
+    backup = f"backup {r['backup']['id']} taken first\n" if r.get("backup") else ""
+    mode = "in one transaction" if r["transactional"] else "without a transaction"
+    lines = [f"{backup}{r['status']} {r['name']} on {r['database']}: {r['statements']} statements {mode}, "
+             f"{r['duration_s']} s"]
+    return "\n".join(lines + [f"  note: {n}" for n in r["notes"]])
+
+
+def cmd_detect_migrations(args: argparse.Namespace) -> int:
+    kwargs = {"database": args.database, "schema_dir": args.schema_dir, "backup": args.backup, "apply": args.apply,
+              "allow_destructive": args.allow_destructive}
+    return submit(args, "dbjobs.detect_migrations", kwargs, render_detect)
+
+
+def cmd_apply_migration(args: argparse.Namespace) -> int:
+    action = "Revert" if args.reverse else "Apply"
+    if not args.yes and not confirm(f"{action} {args.file} on {args.database}?"):
+        raise ConfirmationRequired("migration not confirmed; nothing was changed (pass --yes to skip the question)")
+    kwargs = {"file": args.file, "database": args.database, "backup": args.backup,
+              "allow_destructive": args.allow_destructive, "reverse": args.reverse, "confirmed": True}
+    return submit(args, "dbjobs.apply_migration", kwargs, render_apply)
+
+
 def positive_int(text: str) -> int:
     """argparse type: a whole number >= 1, with a clear message otherwise."""
     try:
@@ -145,7 +182,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--database", metavar="ALIAS", help="only backups of this alias")
     job_options(p)
     p.set_defaults(handler=cmd_list_backups)
+
+    p = sub.add_parser("detect-migrations", help="snapshot the schema and write a migration if it changed",
+                       description="Snapshot the schema and compare it with the models in $DBJOBS_MODELS (or, "
+                       "without models, with the previous snapshot); if anything changed, write a numbered .sql "
+                       "file with forward and reverse statements and warnings for destructive or locking changes.")
+    schema_options(p)
+    p.add_argument("--schema-dir", metavar="DIR",
+                   help="where migrations and snapshots live (default: $DBJOBS_SCHEMA_DIR or ./migrations)")
+    p.add_argument("--apply", action="store_true", help="apply the new migration right away (without models, "
+                   "record it as applied: the database already has the changes)")
+    p.set_defaults(handler=cmd_detect_migrations)
+
+    p = sub.add_parser("apply-migration", help="apply a migration file safely and record it",
+                       description="Apply a migration file under a lock, in a transaction where the engine "
+                       "allows (not MySQL/MariaDB DDL), and record it in the dbjobs_migrations ledger; an applied "
+                       "file is skipped, an edited applied file is reported as drift.")
+    p.add_argument("--file", required=True, metavar="FILE", help="the migration .sql file to apply")
+    schema_options(p)
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--reverse", action="store_true",
+                   help="run the file's reverse section and remove it from the ledger")
+    p.set_defaults(handler=cmd_apply_migration)
     return parser
+
+
+def schema_options(p: argparse.ArgumentParser) -> None:
+    """Options the two schema commands share."""
+    p.add_argument("--database", default="default", metavar="ALIAS", help="database alias (default: default)")
+    p.add_argument("--backup", action="store_true", help="take a full backup before changing anything")
+    p.add_argument("--allow-destructive", action="store_true",
+                   help="allow statements that drop tables or columns or narrow types")
+    job_options(p)
 
 
 def main(argv: list[str] | None = None) -> int:

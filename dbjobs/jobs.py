@@ -96,3 +96,40 @@ def list_backups(settings: Settings, progress: ProgressCallback, *, backup_dir: 
         raise ConfigError(f"--limit must be at least 1, got {limit}")
     backups, problems = list_dir(_dir(backup_dir, settings.backup_dir), database)
     return {"backups": [b.to_dict() for b in backups[:limit]], "total": len(backups), "skipped": problems}
+
+
+def _backup_first(settings: Settings, progress: ProgressCallback, database: str, wanted: bool) -> dict | None:
+    """The `--backup` option of the schema jobs: a full backup before anything changes."""
+    return run_job("dbjobs.backup", settings, {"database": database}, progress) if wanted else None
+
+
+@job("dbjobs.detect_migrations", locks_database=True)
+def detect_migrations(settings: Settings, progress: ProgressCallback, *, database: str = "default",
+                      schema_dir: str | None = None, backup: bool = False, apply: bool = False,
+                      allow_destructive: bool = False) -> dict[str, Any]:
+    """Snapshot the schema, compare it with the models (or the previous snapshot), write a migration."""
+    from dbjobs.schema.detect import detect_migrations as detect
+
+    db = settings.database(database)
+    taken = _backup_first(settings, progress, database, backup)
+    result = detect(db, _dir(schema_dir, settings.schema_dir), settings.models, progress, apply=apply,
+                    allow_destructive=allow_destructive)
+    return {**result.to_dict(), "backup": taken}
+
+
+@job("dbjobs.apply_migration", locks_database=True)
+def apply_migration(settings: Settings, progress: ProgressCallback, *, file: str, database: str = "default",
+                    backup: bool = False, allow_destructive: bool = False, reverse: bool = False,
+                    confirmed: bool = False) -> dict[str, Any]:
+    """Apply a migration file (or its reverse section) under the migration lock, recording it in the ledger."""
+    from dbjobs.errors import ConfirmationRequired
+    from dbjobs.migrate import apply_migration as apply
+    from dbjobs.migrate import load_for
+
+    if not confirmed:
+        raise ConfirmationRequired(f"applying {file} was not confirmed; nothing was changed (pass --yes)")
+    db = settings.database(database)
+    load_for(db, Path(file))
+    taken = _backup_first(settings, progress, database, backup)
+    result = apply(db, Path(file), allow_destructive=allow_destructive, reverse=reverse, progress=progress)
+    return {**result.to_dict(), "backup": taken}
