@@ -7,13 +7,12 @@ another database, and `apply` just marks it applied here, where it already happe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-from sqlalchemy import text
 
 from dbjobs.dburl import DatabaseURL
 from dbjobs.progress import Progress, ProgressCallback, no_progress
@@ -22,10 +21,9 @@ from dbjobs.schema.diff import diff
 from dbjobs.schema.history import latest_snapshot, record_snapshot
 from dbjobs.schema.lint import lint
 from dbjobs.schema.migration_file import MigrationFile, next_migration_name
+from dbjobs.schema.probe import probe_data
 from dbjobs.schema.render import render
 from dbjobs.schema.snapshot import Snapshot, snapshot_from_models, take_snapshot
-
-DATA_KINDS = {"add_column", "alter_column", "add_unique", "add_check", "add_fk", "add_index"}
 
 
 @dataclass
@@ -49,13 +47,13 @@ class DetectResult:
         return asdict(self)
 
 
-def build_migration(before: Snapshot, after: Snapshot, name: str,
-                    row_counts: dict[str, int] | None = None) -> tuple[list[Change], MigrationFile]:
-    """Pure: the changes from `before` to `after` and the migration file that carries them."""
-    changes = diff(before, after)
+def build_migration(before: Snapshot, after: Snapshot, name: str, changes: list[Change] | None = None,
+                    breaks: Mapping[int, bool] | None = None) -> MigrationFile:
+    """Pure: the migration file that carries `before` to `after` (`breaks` as for `lint`)."""
+    changes = diff(before, after) if changes is None else changes
     reached = apply_changes(before, changes)
-    warnings = lint(changes, before.engine, row_counts)
-    return changes, MigrationFile(name, before.engine, before.fingerprint, after.fingerprint, warnings,
+    warnings = lint(changes, before.engine, breaks)
+    return MigrationFile(name, before.engine, before.fingerprint, after.fingerprint, warnings,
                                   render(changes, before), render(invert(changes), reached))
 
 
@@ -82,8 +80,7 @@ def detect_migrations(db: DatabaseURL, schema_dir: Path, models: str | None = No
     if changes:
         slug = changes[0].describe() if len(changes) == 1 else f"{changes[0].describe()} and {len(changes) - 1} more"
         name = next_migration_name(schema_dir, slug, now)
-        counts = _row_counts(db, {c.name for c in changes if c.kind in DATA_KINDS}) if models else None
-        _, migration = build_migration(before, after, name, counts)
+        migration = build_migration(before, after, name, changes, probe_data(db, changes) if models else None)
         schema_dir.mkdir(parents=True, exist_ok=True)
         path = schema_dir / f"{name}.sql"
         path.write_text(migration.to_text(), encoding="utf-8")
@@ -102,22 +99,3 @@ def detect_migrations(db: DatabaseURL, schema_dir: Path, models: str | None = No
             record_applied(db, Path(result.file))
             result.applied = {"status": "recorded", "note": "the database already has these changes"}
     return result
-
-
-def _row_counts(db: DatabaseURL, tables: set[str]) -> dict[str, int]:
-    """0 or 1 per table (empty or not): enough to silence data warnings on empty tables."""
-    if not tables:
-        return {}
-    engine = db.create_engine()
-    preparer = engine.dialect.identifier_preparer
-    counts = {}
-    try:
-        with engine.connect() as conn:
-            for table in sorted(tables):
-                try:
-                    counts[table] = len(conn.execute(text(f"SELECT 1 FROM {preparer.quote(table)} LIMIT 1")).all())
-                except Exception:
-                    conn.rollback()
-    finally:
-        engine.dispose()
-    return counts

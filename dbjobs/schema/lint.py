@@ -7,6 +7,7 @@ written into the migration header for the person who reviews it.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from dbjobs.schema.changes import Change
@@ -45,18 +46,41 @@ def is_widening(old: str, new: str) -> bool:
     return bool(old_sized and old_sized.group(1) in {"varchar", "char", "character varying"} and new in TEXT_TYPES)
 
 
-def lint(changes: list[Change], engine: str, row_counts: dict[str, int] | None = None) -> list[LintWarning]:
-    """Warnings for `changes` on `engine`; `row_counts` (when known) silences data warnings on empty tables."""
-    warnings: list[LintWarning] = []
+def data_dependent(change: Change) -> str | None:
+    """What existing data would make `change` fail ("rows", "NULLs", ...), or None if data cannot break it."""
+    kind, after = change.kind, change.after
+    if kind == "add_column" and not after["nullable"] and after["default"] is None and not after["autoincrement"]:
+        return "rows (the new NOT NULL column has no default)"
+    if kind == "alter_column" and change.before["nullable"] and not after["nullable"]:
+        return f"NULLs in {after['name']}"
+    if kind == "add_unique" or (kind == "add_index" and after["unique"]):
+        return f"duplicate ({', '.join(after['columns'])})"
+    if kind == "add_check":
+        return "rows that break it"
+    if kind == "add_fk":
+        return f"rows without a parent in {after['ref_table']}"
+    return None
 
-    def has_rows(table: str) -> bool:
-        return row_counts is None or row_counts.get(table, 1) > 0
+
+def lint(changes: list[Change], engine: str, breaks: Mapping[int, bool] | None = None) -> list[LintWarning]:
+    """Warnings for `changes` on `engine`.
+
+    `breaks[i]` says whether the data now in the database makes change `i` fail (see
+    `probe.probe_data`); where it is unknown the warning says "fails if", where it is known
+    to be fine there is no warning.
+    """
+    warnings: list[LintWarning] = []
+    known = breaks or {}
 
     def warn(category: str, message: str) -> None:
         warnings.append(LintWarning(category, message))
 
-    for change in changes:
+    for i, change in enumerate(changes):
         kind, table, before, after = change.kind, change.name, change.before, change.after
+        spoiler = data_dependent(change)
+        if spoiler and known.get(i) is not False:
+            verdict = "will fail" if known.get(i) else "fails if"
+            warn(DATA, f"{change.describe()}: {verdict} {table} holds {spoiler}")
         if kind == "drop_table":
             warn(DESTRUCTIVE, f"drops table {table} and all its rows")
         elif kind == "drop_column":
@@ -66,35 +90,24 @@ def lint(changes: list[Change], engine: str, row_counts: dict[str, int] | None =
                          "edit the migration")
         elif kind == "alter_enum" and set(before) - set(after):
             warn(DESTRUCTIVE, f"removes values {sorted(set(before) - set(after))} from enum {table}")
-        elif kind == "add_column" and not after["nullable"] and after["default"] is None \
-                and not after["autoincrement"] and has_rows(table):
-            warn(DATA, f"adds NOT NULL column {table}.{after['name']} without a default: fails if {table} has rows")
         elif kind == "alter_column":
-            _alter_warnings(engine, table, before, after, has_rows(table), warn)
-        elif kind in ("add_unique", "add_check", "add_fk") and has_rows(table):
-            what = {"add_unique": "duplicates", "add_check": "rows that break it", "add_fk": "orphan rows"}[kind]
-            warn(DATA, f"{change.describe()}: fails if {table} already holds {what}")
-        elif kind == "add_index":
-            if after["unique"] and has_rows(table):
-                warn(DATA, f"{change.describe()}: unique index fails if {table} already holds duplicates")
-            if engine == "postgresql" and has_rows(table):
-                warn(LOCKING, f"{change.describe()}: CREATE INDEX blocks writes to {table} while it builds; "
-                              "on a busy table create it CONCURRENTLY outside this migration")
+            _type_warnings(engine, table, before, after, warn)
+        elif kind == "add_index" and engine == "postgresql":
+            warn(LOCKING, f"{change.describe()}: CREATE INDEX blocks writes to {table} while it builds; "
+                          "on a busy table create it CONCURRENTLY outside this migration")
         if engine == "sqlite" and kind in ("alter_column", "drop_column", "set_primary_key", "add_unique",
                                            "drop_unique", "add_fk", "drop_fk", "add_check", "drop_check"):
             warn(LOCKING, f"{change.describe()}: SQLite rebuilds {table} (copy of all rows inside the transaction)")
     return list(dict.fromkeys(warnings))
 
 
-def _alter_warnings(engine: str, table: str, before: dict, after: dict, has_rows: bool, warn) -> None:  # type: ignore[no-untyped-def, type-arg]
+def _type_warnings(engine: str, table: str, before: dict, after: dict, warn) -> None:  # type: ignore[no-untyped-def, type-arg]
     column = f"{table}.{before['name']}"
     if before["type"] != after["type"]:
         if not is_widening(before["type"], after["type"]):
             warn(DESTRUCTIVE, f"changes {column} from {before['type']} to {after['type']}: values may be cut or lost")
         if engine in ("postgresql", "mysql"):
             warn(LOCKING, f"changes the type of {column}: may rewrite {table} under an exclusive lock")
-    if before["nullable"] and not after["nullable"] and has_rows:
-        warn(DATA, f"makes {column} NOT NULL: fails if {table} holds NULLs there")
 
 
 def is_destructive(warnings: list[LintWarning]) -> bool:

@@ -36,7 +36,7 @@ def write_migration(db: DatabaseURL, target: sa.MetaData, directory: Path, name:
     live = take_snapshot(db)
     desired = snapshot_of_metadata(target, db.engine)
     desired = Snapshot(db.engine, desired.tables, desired.enums, live.sequences, live.views)
-    _, migration = build_migration(live, desired, name)
+    migration = build_migration(live, desired, name)
     path = directory / f"{name}.sql"
     path.write_text(migration.to_text())
     return path, desired

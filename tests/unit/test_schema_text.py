@@ -114,7 +114,8 @@ def test_lint_categories() -> None:
     categories = [w.category for w in lint(changes, "postgresql")]
     assert categories.count(DESTRUCTIVE) == 2 and DATA in categories and RENAME in categories
     assert LOCKING in categories
-    assert DATA not in [w.category for w in lint(changes, "postgresql", {"t": 0})]
+    assert DATA not in [w.category for w in lint(changes, "postgresql", {2: False})]
+    assert any("will fail" in w.message for w in lint(changes, "postgresql", {2: True}))
 
 
 @pytest.mark.parametrize(("old", "new", "widening"), [
