@@ -244,3 +244,18 @@ def pending_migrations(db: DatabaseURL, schema_dir: Path) -> list[str]:
     """Migration files in `schema_dir` not yet applied to `db`, in order (for `status`)."""
     applied = applied_migrations(db)
     return [p.name for p in migration_files(schema_dir) if p.stem not in applied]
+
+
+def drifted_migrations(db: DatabaseURL, schema_dir: Path) -> list[str]:
+    """Applied migration files that were edited since (for `status`: the ledger no longer matches the file)."""
+    applied = applied_migrations(db)
+    drifted = []
+    for path in migration_files(schema_dir):
+        if path.stem in applied:
+            try:
+                same = read_migration(path).checksum == applied[path.stem]
+            except MigrationError:
+                same = False
+            if not same:
+                drifted.append(path.name)
+    return drifted

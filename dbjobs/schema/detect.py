@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dbjobs.dburl import DatabaseURL
+from dbjobs.errors import MigrationError
 from dbjobs.progress import Progress, ProgressCallback, no_progress
 from dbjobs.schema.changes import Change, apply_changes, invert
 from dbjobs.schema.diff import diff
@@ -41,6 +42,7 @@ class DetectResult:
     destructive: bool = False
     snapshot_file: str | None = None
     applied: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form for the task result."""
@@ -61,7 +63,7 @@ def detect_migrations(db: DatabaseURL, schema_dir: Path, models: str | None = No
                       progress: ProgressCallback = no_progress, *, apply: bool = False,
                       allow_destructive: bool = False, now: datetime | None = None) -> DetectResult:
     """Compare the desired schema with the database and write `NNNN_<time>_<slug>.sql` if they differ."""
-    from dbjobs.migrate import apply_migration, record_applied
+    from dbjobs.migrate import apply_migration, pending_migrations, record_applied
 
     now = now or datetime.now(UTC)
     progress(Progress("snapshot"))
@@ -69,7 +71,7 @@ def detect_migrations(db: DatabaseURL, schema_dir: Path, models: str | None = No
         wanted = pool.submit(snapshot_from_models, models, db.engine) if models else None
         live = take_snapshot(db)
         desired = wanted.result() if wanted else None
-    if desired:
+    if desired is not None:
         before, after, source = live, Snapshot(db.engine, desired.tables, desired.enums, live.sequences,
                                                 live.views), f"models {models}"
     else:
@@ -87,13 +89,20 @@ def detect_migrations(db: DatabaseURL, schema_dir: Path, models: str | None = No
         result.file, result.destructive = str(path), migration.destructive
         result.changes = [c.describe() for c in changes]
         result.warnings = [w.to_dict() for w in migration.warnings]
+        pending = [p for p in pending_migrations(db, schema_dir) if p != path.name] if models else []
+        if pending:
+            result.notes.append(f"not yet applied here: {', '.join(pending)}; {path.name} may repeat their changes, "
+                                "apply or delete them first")
     snapshot_path = record_snapshot(schema_dir, db.alias, live, now)
     result.snapshot_file = str(snapshot_path) if snapshot_path else None
     if apply and result.file:
         progress(Progress("apply"))
         if models:
-            result.applied = apply_migration(db, Path(result.file), allow_destructive=allow_destructive,
-                                             progress=progress).to_dict()
+            try:
+                result.applied = apply_migration(db, Path(result.file), allow_destructive=allow_destructive,
+                                                 progress=progress).to_dict()
+            except MigrationError as exc:
+                raise MigrationError(f"wrote {result.file} but did not apply it: {exc}") from None
             record_snapshot(schema_dir, db.alias, take_snapshot(db), now)
         else:
             record_applied(db, Path(result.file))

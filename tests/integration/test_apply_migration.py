@@ -134,3 +134,16 @@ def test_a_concurrent_applier_is_refused(db_url: str, tmp_path) -> None:
         release.set()
         holder.join()
     assert apply(db, path)["status"] == "applied"
+
+
+def test_status_lists_pending_and_drifted_files(sqlite_url: str, tmp_path) -> None:
+    from dbjobs.migrate import drifted_migrations
+
+    db = database(sqlite_url)
+    first = write(tmp_path, "sqlite", "CREATE TABLE a (id INTEGER);", name="0001_20260101T000000_a")
+    second = write(tmp_path, "sqlite", "CREATE TABLE b (id INTEGER);", name="0002_20260101T000000_b")
+    apply(db, first)
+    assert pending_migrations(db, tmp_path) == [second.name]
+    assert drifted_migrations(db, tmp_path) == []
+    write(tmp_path, "sqlite", "CREATE TABLE a (id INTEGER, x INTEGER);", name="0001_20260101T000000_a")
+    assert drifted_migrations(db, tmp_path) == [first.name]
