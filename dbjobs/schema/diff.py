@@ -112,10 +112,6 @@ def _generated_name(what: str, table: str, item: dict[str, Any]) -> str:
     return base
 
 
-def _named(what: str, table: str, item: dict[str, Any]) -> dict[str, Any]:
-    return item if item.get("name") else {**item, "name": _generated_name(what, table, item)}
-
-
 def _table_changes(name: str, old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
     changes: list[Change] = []
     if old["columns"] != new["columns"]:
@@ -131,12 +127,46 @@ def _table_changes(name: str, old: dict[str, Any], new: dict[str, Any]) -> list[
     for what, key in CONSTRAINT_LISTS.items():
         if old[key] == new[key]:
             continue
-        olds = {constraint_key(what, item): item for item in old[key]}
-        news = {constraint_key(what, item): item for item in new[key]}
-        changes += [Change(f"drop_{what}", name, item, None) for k, item in olds.items() if k not in news]
-        changes += [Change(f"add_{what}", name, None, _named(what, name, item)) for k, item in news.items()
-                    if k not in olds]
+        gone, added = _unmatched(what, old[key], new[key])
+        changes += [Change(f"drop_{what}", name, item, None) for item in gone]
+        changes += [Change(f"add_{what}", name, None, item) for item in _distinct_names(what, name, added)]
     return changes
+
+
+def _unmatched(what: str, olds: list[dict[str, Any]], news: list[dict[str, Any]]
+               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Items only on one side, counting duplicates (MySQL can hold a unique constraint and a unique
+    index on the same columns): same-named items are matched first."""
+    by_key: dict[Any, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
+    for side, items in ((0, olds), (1, news)):
+        for item in items:
+            by_key.setdefault(constraint_key(what, item), ([], []))[side].append(item)
+    gone, added = [], []
+    for old_items, new_items in by_key.values():
+        if len(old_items) == len(new_items):
+            continue
+        names = {i.get("name") for i in old_items} & {i.get("name") for i in new_items}
+        gone += _same_names_first(old_items, names)[len(new_items):]
+        added += _same_names_first(new_items, names)[len(old_items):]
+    return gone, added
+
+
+def _same_names_first(items: list[dict[str, Any]], names: set[Any]) -> list[dict[str, Any]]:
+    return sorted(items, key=lambda i: (i.get("name") not in names, i.get("name") or ""))
+
+
+def _distinct_names(what: str, table: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Name the unnamed items, suffixing a generated name that repeats."""
+    seen: dict[str, int] = {}
+    named = []
+    for item in items:
+        if item.get("name"):
+            named.append(item)
+            continue
+        base = _generated_name(what, table, item)
+        seen[base] = seen.get(base, 0) + 1
+        named.append({**item, "name": base if seen[base] == 1 else f"{base}_{seen[base]}"})
+    return named
 
 
 def _create_tables(tables: dict[str, Any], names: list[str]) -> list[Change]:
@@ -154,9 +184,9 @@ def _create_tables(tables: dict[str, Any], names: list[str]) -> list[Change]:
         later = [fk for fk in table["foreign_keys"] if fk not in inline]
         named = {**table, "foreign_keys": inline}
         for what, key in CONSTRAINT_LISTS.items():
-            named[key] = [_named(what, pick, item) for item in named[key]]
+            named[key] = _distinct_names(what, pick, named[key])
         creates.append(Change("create_table", pick, None, named))
-        deferred += [Change("add_fk", pick, None, _named("fk", pick, fk)) for fk in later]
+        deferred += [Change("add_fk", pick, None, fk) for fk in _distinct_names("fk", pick, later)]
         pending.discard(pick)
         done.add(pick)
     return creates + deferred

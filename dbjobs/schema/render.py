@@ -155,6 +155,12 @@ def _alter_column(em: _Emitter, table: str, old: dict[str, Any], new: dict[str, 
     existing = _existing(old)
     if em.dialect.name != "mysql":
         existing.pop("existing_autoincrement")
+    if "type_" in changed and "postgresql_using" in changed and old["default"] is not None:
+        em.op.alter_column(table, old["name"], server_default=None, **existing)
+        existing["existing_server_default"] = None
+        changed.setdefault("server_default", sa.text(new["default"]) if new["default"] is not None else None)
+        if changed["server_default"] is None:
+            del changed["server_default"]
     if changed:
         em.op.alter_column(table, old["name"], **changed, **existing)
 

@@ -34,6 +34,8 @@ def tables(draw) -> dict:  # type: ignore[no-untyped-def]
         others = columns[1:]
         if others and draw(st.booleans()):
             table["uniques"].append({"name": None, "columns": [draw(st.sampled_from(others))]})
+            if draw(st.booleans()):
+                table["uniques"].append(dict(table["uniques"][0]))
         if others and draw(st.booleans()):
             table["indexes"].append({"name": f"ix_{name}", "columns": [draw(st.sampled_from(others))],
                                      "unique": draw(st.booleans()), "where": None})
