@@ -124,13 +124,36 @@ def _table_changes(name: str, old: dict[str, Any], new: dict[str, Any]) -> list[
     old_pk, new_pk = old["primary_key"], new["primary_key"]
     if (old_pk and old_pk["columns"]) != (new_pk and new_pk["columns"]):
         changes.append(Change("set_primary_key", name, old_pk, new_pk))
+    drops: list[Change] = []
+    adds: list[Change] = []
     for what, key in CONSTRAINT_LISTS.items():
         if old[key] == new[key]:
             continue
         gone, added = _unmatched(what, old[key], new[key])
-        changes += [Change(f"drop_{what}", name, item, None) for item in gone]
-        changes += [Change(f"add_{what}", name, None, item) for item in _distinct_names(what, name, added)]
-    return changes
+        drops += [Change(f"drop_{what}", name, item, None) for item in gone]
+        adds += [Change(f"add_{what}", name, None, item) for item in _distinct_names(what, name, added)]
+    return changes + drops + _free_names(old, drops, adds)
+
+
+def _free_names(old: dict[str, Any], drops: list[Change], adds: list[Change]) -> list[Change]:
+    """Rename added constraints whose name a kept object of the table already uses.
+
+    Objects are matched by shape, so a kept object may carry the name the models give to a new
+    one (MySQL: a unique index `ix_a` kept as the unique constraint, a plain index `ix_a` added).
+    """
+    dropped = {c.before.get("name") for c in drops}
+    taken = {item.get("name") for key in CONSTRAINT_LISTS.values() for item in old[key]} - dropped
+    result = []
+    for change in adds:
+        wanted = change.after["name"]
+        free, n = wanted, 1
+        while free in taken:
+            n += 1
+            free = f"{wanted}_{n}"
+        taken.add(free)
+        renamed = Change(change.kind, change.name, None, {**change.after, "name": free})
+        result.append(change if free == wanted else renamed)
+    return result
 
 
 def _unmatched(what: str, olds: list[dict[str, Any]], news: list[dict[str, Any]]

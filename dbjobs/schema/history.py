@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from dbjobs.dburl import DatabaseURL
-from dbjobs.errors import MigrationError
+from dbjobs.errors import DbjobsError, MigrationError
 from dbjobs.schema.snapshot import Snapshot, take_snapshot
+from dbjobs.settings import Settings
 
 
 def snapshot_dir(schema_dir: Path, alias: str) -> Path:
@@ -61,3 +62,19 @@ def ensure_initial_snapshot(db: DatabaseURL, schema_dir: Path) -> bool:
         return False
     record_snapshot(schema_dir, db.alias, take_snapshot(db))
     return True
+
+
+def ensure_initial_snapshots(settings: Settings, schema_dir: Path | None = None) -> dict[str, str]:
+    """At application or worker start: the first snapshot of every configured alias.
+
+    A database that cannot be reached is reported in the result, not raised: a worker must
+    still start when one of several databases is down.
+    """
+    outcome = {}
+    for alias in sorted(settings.databases):
+        try:
+            created = ensure_initial_snapshot(settings.database(alias), schema_dir or settings.schema_dir)
+            outcome[alias] = "created" if created else "exists"
+        except DbjobsError as exc:
+            outcome[alias] = f"skipped: {exc}"
+    return outcome

@@ -78,9 +78,14 @@ def _pretty(value: Any, level: int) -> str:
 
 
 def take_snapshot(db: DatabaseURL) -> Snapshot:
-    """Reflect the live database by reading its catalogs directly (one query per kind of object)."""
+    """Reflect the live database by reading its catalogs directly (one query per kind of object).
+
+    A SQLite file that does not exist yet is an empty schema: taking a snapshot never creates it.
+    """
     from dbjobs.schema.catalog import mysql, postgres, sqlite
 
+    if db.engine == "sqlite" and db.database not in ("", ":memory:") and not db.sqlite_path.exists():
+        return Snapshot("sqlite")
     reader = {"postgresql": postgres.read, "mysql": mysql.read, "sqlite": sqlite.read}[db.engine]
     builder = SchemaBuilder(db.engine)
     engine = db.create_engine()

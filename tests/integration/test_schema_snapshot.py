@@ -86,3 +86,35 @@ def test_detect_against_the_previous_snapshot(db_url: str, tmp_path) -> None:
     assert latest_snapshot(tmp_path, "default").fingerprint == take_snapshot(db).fingerprint
     assert rows(db, "SELECT name FROM dbjobs_migrations") == [(result.file.rsplit("/", 1)[1][:-4],)]
     assert detect_migrations(db, tmp_path).changed is False
+
+
+def test_initial_snapshots_at_start_skip_unreachable_databases(tmp_path, sqlite_url: str) -> None:
+    from dbjobs.schema.history import ensure_initial_snapshots
+    from dbjobs.settings import load_settings
+
+    settings = load_settings({"DBJOBS_DATABASE_URL": sqlite_url,
+                              "DBJOBS_DATABASES": "down=postgresql://nobody@127.0.0.1:1/none"}, dotenv=None)
+    outcome = ensure_initial_snapshots(settings, tmp_path)
+    assert outcome["default"] == "created" and outcome["down"].startswith("skipped: cannot read the schema")
+    assert "nobody@" in outcome["down"] and ":1/none" in outcome["down"]
+    assert ensure_initial_snapshots(settings, tmp_path)["default"] == "exists"
+    assert not database(sqlite_url).sqlite_path.exists()
+
+
+def test_a_new_view_is_detected_and_reverted(db_url: str, tmp_path) -> None:
+    from tests.integration.schema_helpers import apply
+
+    db = database(db_url)
+    _create_models(db)
+    ensure_initial_snapshot(db, tmp_path)
+    engine = db.create_engine()
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE VIEW active_authors AS SELECT id, email FROM author WHERE score > 10"))
+    engine.dispose()
+    result = detect_migrations(db, tmp_path, apply=True)
+    assert result.changes == ["create view active_authors"]
+    assert "active_authors" in take_snapshot(db).views
+    from pathlib import Path
+
+    apply(db, Path(result.file), reverse=True)
+    assert "active_authors" not in take_snapshot(db).views

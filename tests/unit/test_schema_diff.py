@@ -136,3 +136,13 @@ def test_diff_of_a_thousand_tables_is_fast() -> None:
     start = time.perf_counter()
     diff(a, b)
     assert time.perf_counter() - start < 1.0
+
+
+def test_an_added_constraint_never_reuses_the_name_of_a_kept_one() -> None:
+    old = _table("id", "a")
+    old["uniques"] = [{"name": "ix_t_a", "columns": ["a"]}]
+    new = _table("id", "a")
+    new["uniques"] = [{"name": None, "columns": ["a"]}]
+    new["indexes"] = [{"name": "ix_t_a", "columns": ["a"], "unique": False, "where": None}]
+    changes = diff(Snapshot("mysql", {"t": old}), Snapshot("mysql", {"t": new}))
+    assert [(c.kind, c.after["name"]) for c in changes] == [("add_index", "ix_t_a_2")]

@@ -1,4 +1,8 @@
-"""Read a MySQL/MariaDB database (the connection's current database) from information_schema."""
+"""Read a MySQL/MariaDB database (the connection's current database) from information_schema.
+
+MariaDB's CHECK_CONSTRAINTS names the table (its check names are only unique per table);
+MySQL 8's does not, so there the table comes from TABLE_CONSTRAINTS.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +39,12 @@ _CHECKS = """
 SELECT TABLE_NAME, CONSTRAINT_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS
 WHERE CONSTRAINT_SCHEMA = DATABASE()
 """
+_CHECKS_MYSQL8 = """
+SELECT t.TABLE_NAME, c.CONSTRAINT_NAME, c.CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS c
+JOIN information_schema.TABLE_CONSTRAINTS t ON t.CONSTRAINT_SCHEMA = c.CONSTRAINT_SCHEMA
+  AND t.CONSTRAINT_NAME = c.CONSTRAINT_NAME AND t.CONSTRAINT_TYPE = 'CHECK'
+WHERE c.CONSTRAINT_SCHEMA = DATABASE()
+"""
 _VIEWS = "SELECT TABLE_NAME, VIEW_DEFINITION FROM information_schema.VIEWS WHERE TABLE_SCHEMA = DATABASE()"
 
 
@@ -67,7 +77,8 @@ def read(conn: Connection, builder: SchemaBuilder) -> None:
         fks[(row[0], row[1])].append(row)
     for (table, name), rows in fks.items():
         builder.foreign_key(table, name, [r[2] for r in rows], rows[0][3], [r[4] for r in rows], *rules[(table, name)])
-    for table, name, clause in conn.execute(text(_CHECKS)):
+    mariadb = "mariadb" in str(conn.execute(text("SELECT VERSION()")).scalar()).lower()
+    for table, name, clause in conn.execute(text(_CHECKS if mariadb else _CHECKS_MYSQL8)):
         if table in builder.tables:
             builder.check(table, name, clause)
     for name, definition in conn.execute(text(_VIEWS)):
