@@ -62,6 +62,10 @@ class Change:
             return f"rename table {self.before} to {self.after}"
         if self.kind == "rename_column":
             return f"rename column {self.name}.{self.before['name']} to {self.after['name']}"
+        if self.kind == "alter_column":
+            altered = ", ".join(f"{attr} {self.before[attr]!r} -> {self.after[attr]!r}" for attr in self.after
+                                if self.before.get(attr) != self.after[attr])
+            return f"alter column {self.name}.{self.after['name']} ({altered})"
         return f"{self.kind.replace('_', ' ')} {self.name}" + (f".{label}" if label else "")
 
 

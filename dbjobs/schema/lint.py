@@ -97,7 +97,7 @@ def lint(changes: list[Change], engine: str, breaks: Mapping[int, bool] | None =
                           "on a busy table create it CONCURRENTLY outside this migration")
         if engine == "sqlite" and kind in ("alter_column", "drop_column", "set_primary_key", "add_unique",
                                            "drop_unique", "add_fk", "drop_fk", "add_check", "drop_check"):
-            warn(LOCKING, f"{change.describe()}: SQLite rebuilds {table} (copy of all rows inside the transaction)")
+            warn(LOCKING, f"SQLite rebuilds table {table}: all its rows are copied inside the transaction")
     return list(dict.fromkeys(warnings))
 
 
@@ -109,7 +109,3 @@ def _type_warnings(engine: str, table: str, before: dict, after: dict, warn) -> 
         if engine in ("postgresql", "mysql"):
             warn(LOCKING, f"changes the type of {column}: may rewrite {table} under an exclusive lock")
 
-
-def is_destructive(warnings: list[LintWarning]) -> bool:
-    """Whether applying needs `--allow-destructive`."""
-    return any(w.category == DESTRUCTIVE for w in warnings)

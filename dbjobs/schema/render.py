@@ -94,16 +94,16 @@ def _needs_rebuild(change: Change) -> bool:
     return change.kind not in SQLITE_NATIVE
 
 
-def column_of(engine: str, column: dict[str, Any], *extra: Any) -> sa.Column:
+def column_of(engine: str, column: dict[str, Any]) -> sa.Column:
     """A SQLAlchemy column for a snapshot column (integers get real types so SERIAL/AUTO_INCREMENT render)."""
     type_factory = INTEGER_TYPES.get(column["type"]) if column["autoincrement"] else None
-    return sa.Column(column["name"], type_factory() if type_factory else RawType(column["type"]), *extra,
+    return sa.Column(column["name"], type_factory() if type_factory else RawType(column["type"]),
                      nullable=column["nullable"], autoincrement=column["autoincrement"],
                      server_default=sa.text(column["default"]) if column["default"] is not None else None,
                      comment=column["comment"] if engine != "sqlite" else None)
 
 
-def _table_items(engine: str, name: str, table: dict[str, Any]) -> list[Any]:
+def _table_items(engine: str, table: dict[str, Any]) -> list[Any]:
     items: list[Any] = [column_of(engine, c) for c in table["columns"]]
     pk = table["primary_key"]
     if pk:
@@ -118,7 +118,7 @@ def _table_items(engine: str, name: str, table: dict[str, Any]) -> list[Any]:
 
 def _create_table(em: _Emitter, name: str, table: dict[str, Any]) -> list[str]:
     engine = em.dialect.name
-    em.op.create_table(name, *_table_items(engine, name, table), comment=table.get("comment"))
+    em.op.create_table(name, *_table_items(engine, table), comment=table.get("comment"))
     for index in table["indexes"]:
         _create_index(em, name, index)
     return em.take()
