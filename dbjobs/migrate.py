@@ -21,7 +21,7 @@ from dbjobs.dburl import DatabaseURL
 from dbjobs.errors import DatabaseUnavailableError, JobLockedError, MigrationError
 from dbjobs.progress import Progress, ProgressCallback, no_progress
 from dbjobs.schema.builder import LEDGER_TABLE
-from dbjobs.schema.migration_file import MigrationFile, migration_files, read_migration
+from dbjobs.schema.migration_file import MigrationFile, migration_files, read_migration, rebuilt_tables
 
 LEDGER_TIME_TYPE = {"postgresql": "TIMESTAMP WITH TIME ZONE", "mysql": "DATETIME(6)", "sqlite": "TEXT"}
 LEDGER_DDL = ("CREATE TABLE IF NOT EXISTS {t} (name VARCHAR(255) PRIMARY KEY, checksum CHAR(64) NOT NULL, "
@@ -202,6 +202,7 @@ def _run(session: _Session, migration: MigrationFile, statements: list[str], rev
             message = str(getattr(exc, "args", [exc])[-1] if exc.args else exc).splitlines()[0]
             raise MigrationError(f"{migration.name}: statement {done} of {len(statements)} failed ({message}): "
                                  f"{statement[:200]}; {state}") from None
+    _check_sqlite_foreign_keys(session, migration.name, statements)
     if reverse:
         session.execute(f"DELETE FROM {LEDGER_TABLE} WHERE name = %s", (migration.name,))
         result.status = "reverted"
@@ -210,6 +211,19 @@ def _run(session: _Session, migration: MigrationFile, statements: list[str], rev
     session.commit()
     result.duration_s = round(time.monotonic() - started, 3)
     progress(Progress("apply", len(statements), len(statements)))
+
+
+def _check_sqlite_foreign_keys(session: _Session, name: str, statements: list[str]) -> None:
+    """SQLite rebuilds run with foreign keys off; refuse (and roll back) one that leaves orphan rows,
+    as PostgreSQL and MySQL refuse to add a foreign key that existing rows break."""
+    if session.engine != "sqlite":
+        return
+    for table in rebuilt_tables(statements):
+        orphans = session.execute(f'PRAGMA foreign_key_check("{table}")')
+        if orphans:
+            session.rollback()
+            raise MigrationError(f"{name}: rows of {table} would break its foreign key to {orphans[0][2]}; "
+                                 "nothing was changed (fix the rows, then apply again)")
 
 
 def record_applied(db: DatabaseURL, file: Path) -> None:

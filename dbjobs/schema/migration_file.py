@@ -32,6 +32,7 @@ NAME_RE = re.compile(r"^(\d{4})_\d{8}T\d{6}_[a-z0-9_]+$")
 _HEADER = re.compile(r"^--\s*([a-z_]+)(?:\[([a-z]+)\])?:\s*(.*)$")
 _DROP = re.compile(r"^\s*(?:ALTER\s+TABLE\s+\S+\s+DROP\s+(?:COLUMN\s+)?(?!CONSTRAINT|INDEX|CHECK|FOREIGN|PRIMARY|"
                    r"DEFAULT)\S+|DROP\s+TABLE\s+(\S+)|TRUNCATE\b|DELETE\s+FROM\b)", re.IGNORECASE)
+_REBUILT = re.compile(rf"^\s*ALTER\s+TABLE\s+\S*{REBUILD_PREFIX}\S*\s+RENAME\s+TO\s+(\S+)\s*$", re.IGNORECASE)
 ENGINES = ("postgresql", "mysql", "sqlite")
 
 
@@ -62,17 +63,16 @@ class MigrationFile:
         return "\n".join(lines)
 
     def destructive_statements(self) -> list[str]:
-        """Forward statements that delete data, whatever the header says (the file may have been edited)."""
+        """Forward statements that delete data, whatever the header says (the file may have been edited).
+
+        The DROP TABLE of a SQLite rebuild is not one: the rows were copied to the table renamed
+        into its place.
+        """
+        rebuilt = set(rebuilt_tables(self.forward))
         found = []
-        for i, statement in enumerate(self.forward):
+        for statement in self.forward:
             match = _DROP.match(statement)
-            if not match:
-                continue
-            dropped = match.group(1)
-            swapped_in = dropped and any(re.match(rf"ALTER\s+TABLE\s+\S*{REBUILD_PREFIX}\S*\s+RENAME\s+TO\s+"
-                                                  rf"{re.escape(dropped)}\s*$", later, re.IGNORECASE)
-                                         for later in self.forward[i + 1:])
-            if not swapped_in:
+            if match and not (match.group(1) and match.group(1).strip('`"') in rebuilt):
                 found.append(statement)
         return found
 
@@ -80,6 +80,11 @@ class MigrationFile:
     def destructive(self) -> bool:
         """Whether applying needs `allow_destructive`."""
         return any(w.category == DESTRUCTIVE for w in self.warnings) or bool(self.destructive_statements())
+
+
+def rebuilt_tables(statements: list[str]) -> list[str]:
+    """Tables a SQLite rebuild puts in place (`ALTER TABLE _dbjobs_new_x RENAME TO x`)."""
+    return [m.group(1).strip('`"') for m in (_REBUILT.match(s) for s in statements) if m]
 
 
 def parse_migration(text: str, name: str) -> MigrationFile:

@@ -147,3 +147,21 @@ def test_status_lists_pending_and_drifted_files(sqlite_url: str, tmp_path) -> No
     assert drifted_migrations(db, tmp_path) == []
     write(tmp_path, "sqlite", "CREATE TABLE a (id INTEGER, x INTEGER);", name="0001_20260101T000000_a")
     assert drifted_migrations(db, tmp_path) == [first.name]
+
+
+def test_sqlite_rebuild_refuses_orphan_rows_for_a_new_foreign_key(sqlite_url: str, tmp_path) -> None:
+    from tests.integration.schema_helpers import create, write_migration
+
+    db = database(sqlite_url)
+    parent = sa.MetaData()
+    sa.Table("p", parent, sa.Column("id", sa.Integer, primary_key=True))
+    sa.Table("c", parent, sa.Column("id", sa.Integer, primary_key=True), sa.Column("p_id", sa.Integer))
+    create(db, parent, {"p": [{"id": 1}], "c": [{"id": 1, "p_id": 1}, {"id": 2, "p_id": 7}]})
+    target = sa.MetaData()
+    sa.Table("p", target, sa.Column("id", sa.Integer, primary_key=True))
+    sa.Table("c", target, sa.Column("id", sa.Integer, primary_key=True), sa.Column("p_id", sa.ForeignKey("p.id")))
+    path, _ = write_migration(db, target, tmp_path)
+    before = take_snapshot(db)
+    with pytest.raises(MigrationError, match="would break its foreign key to p"):
+        apply(db, path)
+    assert take_snapshot(db) == before
