@@ -19,7 +19,7 @@ from dbjobs.errors import MigrationError
 from dbjobs.progress import Progress, ProgressCallback, no_progress
 from dbjobs.schema.changes import Change, apply_changes, invert
 from dbjobs.schema.diff import diff
-from dbjobs.schema.history import latest_snapshot, record_snapshot
+from dbjobs.schema.history import latest_snapshot, record_snapshot, snapshot_dir, write_text
 from dbjobs.schema.lint import lint
 from dbjobs.schema.migration_file import MigrationFile, next_migration_name
 from dbjobs.schema.probe import probe_data
@@ -76,6 +76,9 @@ def detect_migrations(db: DatabaseURL, schema_dir: Path, models: str | None = No
                                                 live.views), f"models {models}"
     else:
         before, after, source = latest_snapshot(schema_dir, db.alias) or live, live, "previous snapshot"
+        if before.engine != db.engine:
+            raise MigrationError(f"the snapshot history of {db.alias!r} in {schema_dir} is for {before.engine} but the "
+                                 f"database is {db.engine}; move {snapshot_dir(schema_dir, db.alias)} aside")
     progress(Progress("diff"))
     changes = diff(before, after)
     result = DetectResult(db.alias, bool(changes), source, before.fingerprint, after.fingerprint)
@@ -83,9 +86,8 @@ def detect_migrations(db: DatabaseURL, schema_dir: Path, models: str | None = No
         slug = changes[0].describe() if len(changes) == 1 else f"{changes[0].describe()} and {len(changes) - 1} more"
         name = next_migration_name(schema_dir, slug, now)
         migration = build_migration(before, after, name, changes, probe_data(db, changes) if models else None)
-        schema_dir.mkdir(parents=True, exist_ok=True)
         path = schema_dir / f"{name}.sql"
-        path.write_text(migration.to_text(), encoding="utf-8")
+        write_text(path, migration.to_text())
         result.file, result.destructive = str(path), migration.destructive
         result.changes = [c.describe() for c in changes]
         result.warnings = [w.to_dict() for w in migration.warnings]

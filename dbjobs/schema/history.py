@@ -6,6 +6,7 @@ models are configured; a new file is written only when the schema changed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from datetime import UTC, datetime
@@ -44,16 +45,26 @@ def record_snapshot(schema_dir: Path, alias: str, snapshot: Snapshot, now: datet
     latest = latest_snapshot(schema_dir, alias)
     if latest is not None and latest.fingerprint == snapshot.fingerprint:
         return None
-    directory = snapshot_dir(schema_dir, alias)
-    directory.mkdir(parents=True, exist_ok=True)
     files = _files(schema_dir, alias)
     number = int(files[-1].name[:4]) + 1 if files else 1
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S")
-    path = directory / f"{number:04d}_{stamp}_{snapshot.fingerprint[:12]}.json"
-    temp = path.with_suffix(".partial")
-    temp.write_text(snapshot.to_json(), encoding="utf-8")
-    os.replace(temp, path)
+    path = snapshot_dir(schema_dir, alias) / f"{number:04d}_{stamp}_{snapshot.fingerprint[:12]}.json"
+    write_text(path, snapshot.to_json())
     return path
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a file atomically (temporary name, then rename), creating its directory; a failure is a user error."""
+    temp = path.with_name(path.name + ".partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp.write_text(text, encoding="utf-8")
+        os.replace(temp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise MigrationError(f"cannot write {path}: {exc.strerror}; check that the schema directory is writable") \
+            from None
 
 
 def ensure_initial_snapshot(db: DatabaseURL, schema_dir: Path) -> bool:

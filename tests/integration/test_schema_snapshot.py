@@ -118,3 +118,25 @@ def test_a_new_view_is_detected_and_reverted(db_url: str, tmp_path) -> None:
 
     apply(db, Path(result.file), reverse=True)
     assert "active_authors" not in take_snapshot(db).views
+
+
+def test_an_unwritable_schema_dir_is_a_clear_error(sqlite_url: str, tmp_path) -> None:
+    import pytest
+
+    from dbjobs.errors import MigrationError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(MigrationError, match="cannot write"):
+        ensure_initial_snapshot(database(sqlite_url), blocker / "migrations")
+
+
+def test_history_of_another_engine_is_refused(sqlite_url: str, pg_url: str, tmp_path) -> None:
+    import pytest
+
+    from dbjobs.dburl import parse_url
+    from dbjobs.errors import MigrationError
+
+    ensure_initial_snapshot(database(pg_url), tmp_path)
+    with pytest.raises(MigrationError, match="is for postgresql but the database is sqlite"):
+        detect_migrations(parse_url("default", sqlite_url), tmp_path)
