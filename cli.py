@@ -105,11 +105,13 @@ def render_detect(r: dict[str, Any]) -> str:
 
 
 def render_apply(r: dict[str, Any]) -> str:
-    backup = f"backup {r['backup']['id']} taken first\n" if r.get("backup") else ""
-    mode = "in one transaction" if r["transactional"] else "without a transaction"
-    lines = [f"{backup}{r['status']} {r['name']} on {r['database']}: {r['statements']} statements {mode}, "
-             f"{r['duration_s']} s"]
-    return "\n".join(lines + [f"  note: {n}" for n in r["notes"]])
+    lines = [f"backup {r['backup']['id']} taken first"] if r.get("backup") else []
+    for m in r["migrations"]:
+        mode = "in one transaction" if m["transactional"] else "without a transaction"
+        lines.append(f"{m['status']} {m['name']} on {m['database']}: {m['statements']} statements {mode}, "
+                     f"{m['duration_s']} s")
+        lines += [f"  note: {n}" for n in m["notes"]]
+    return "\n".join(lines or [f"no pending migrations for {r['database']}"])
 
 
 def cmd_detect_migrations(args: argparse.Namespace) -> int:
@@ -120,9 +122,10 @@ def cmd_detect_migrations(args: argparse.Namespace) -> int:
 
 def cmd_apply_migration(args: argparse.Namespace) -> int:
     action = "Revert" if args.reverse else "Apply"
-    if not args.yes and not confirm(f"{action} {args.file} on {args.database}?"):
+    what = args.file or "the pending migrations"
+    if not args.yes and not confirm(f"{action} {what} on {args.database}?"):
         raise ConfirmationRequired("migration not confirmed; nothing was changed (pass --yes to skip the question)")
-    kwargs = {"file": args.file, "database": args.database, "backup": args.backup,
+    kwargs = {"file": args.file, "database": args.database, "schema_dir": args.schema_dir, "backup": args.backup,
               "allow_destructive": args.allow_destructive, "reverse": args.reverse, "confirmed": True}
     return submit(args, "dbjobs.apply_migration", kwargs, render_apply)
 
@@ -188,8 +191,6 @@ def build_parser() -> argparse.ArgumentParser:
                        "without models, with the previous snapshot); if anything changed, write a numbered .sql "
                        "file with forward and reverse statements and warnings for destructive or locking changes.")
     schema_options(p)
-    p.add_argument("--schema-dir", metavar="DIR",
-                   help="where migrations and snapshots live (default: $DBJOBS_SCHEMA_DIR or ./migrations)")
     p.add_argument("--apply", action="store_true", help="apply the new migration right away (without models, "
                    "record it as applied: the database already has the changes)")
     p.set_defaults(handler=cmd_detect_migrations)
@@ -197,8 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("apply-migration", help="apply a migration file safely and record it",
                        description="Apply a migration file under a lock, in a transaction where the engine "
                        "allows (not MySQL/MariaDB DDL), and record it in the dbjobs_migrations ledger; an applied "
-                       "file is skipped, an edited applied file is reported as drift.")
-    p.add_argument("--file", required=True, metavar="FILE", help="the migration .sql file to apply")
+                       "file is skipped, an edited applied file is reported as drift. Without --file, apply every "
+                       "pending file of the schema directory in order.")
+    p.add_argument("--file", metavar="FILE",
+                   help="the migration .sql file to apply (default: every pending file of --schema-dir, in order)")
     schema_options(p)
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--reverse", action="store_true",
@@ -213,6 +216,8 @@ def schema_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backup", action="store_true", help="take a full backup before changing anything")
     p.add_argument("--allow-destructive", action="store_true",
                    help="allow statements that drop tables or columns or narrow types")
+    p.add_argument("--schema-dir", metavar="DIR",
+                   help="where migrations and snapshots live (default: $DBJOBS_SCHEMA_DIR or ./migrations)")
     job_options(p)
 
 

@@ -118,18 +118,26 @@ def detect_migrations(settings: Settings, progress: ProgressCallback, *, databas
 
 
 @job("dbjobs.apply_migration", locks_database=True)
-def apply_migration(settings: Settings, progress: ProgressCallback, *, file: str, database: str = "default",
-                    backup: bool = False, allow_destructive: bool = False, reverse: bool = False,
-                    confirmed: bool = False) -> dict[str, Any]:
-    """Apply a migration file (or its reverse section) under the migration lock, recording it in the ledger."""
+def apply_migration(settings: Settings, progress: ProgressCallback, *, file: str | None = None,
+                    database: str = "default", schema_dir: str | None = None, backup: bool = False,
+                    allow_destructive: bool = False, reverse: bool = False, confirmed: bool = False) -> dict[str, Any]:
+    """Apply one migration file (or its reverse), or every pending one of the schema directory, under the
+    migration lock, recording each in the ledger."""
     from dbjobs.errors import ConfirmationRequired
     from dbjobs.migrate import apply_migration as apply
-    from dbjobs.migrate import load_for
+    from dbjobs.migrate import apply_pending, check_migration
 
     if not confirmed:
-        raise ConfirmationRequired(f"applying {file} was not confirmed; nothing was changed (pass --yes)")
+        raise ConfirmationRequired("applying migrations was not confirmed; nothing was changed (pass --yes)")
+    if reverse and not file:
+        raise ConfigError("--reverse needs --file: name the migration to revert")
     db = settings.database(database)
-    load_for(db, Path(file))
+    if file:
+        check_migration(db, Path(file), allow_destructive=allow_destructive, reverse=reverse)
     taken = _backup_first(settings, progress, database, backup)
-    result = apply(db, Path(file), allow_destructive=allow_destructive, reverse=reverse, progress=progress)
-    return {**result.to_dict(), "backup": taken}
+    if file:
+        results = [apply(db, Path(file), allow_destructive=allow_destructive, reverse=reverse, progress=progress)]
+    else:
+        results = apply_pending(db, _dir(schema_dir, settings.schema_dir), allow_destructive=allow_destructive,
+                                progress=progress)
+    return {"database": database, "migrations": [r.to_dict() for r in results], "backup": taken}

@@ -143,13 +143,10 @@ def load_for(db: DatabaseURL, file: Path) -> MigrationFile:
     return migration
 
 
-def apply_migration(db: DatabaseURL, file: Path, *, allow_destructive: bool = False, reverse: bool = False,
-                    lock_timeout: float = 30.0, progress: ProgressCallback = no_progress) -> ApplyResult:
-    """Apply a migration (or its reverse section) under the migration lock and record it in the ledger.
-
-    Everything that can be checked without the database (file format, engine, destructive
-    statements) is checked first, so bad input never touches the database.
-    """
+def check_migration(db: DatabaseURL, file: Path, *, allow_destructive: bool = False,
+                    reverse: bool = False) -> MigrationFile:
+    """Everything about a file that can be checked without the database (format, engine, destructive
+    statements), so bad input never touches it."""
     migration = load_for(db, file)
     statements = migration.reverse if reverse else migration.forward
     check = MigrationFile(migration.name, migration.engine, None, None,
@@ -159,6 +156,14 @@ def apply_migration(db: DatabaseURL, file: Path, *, allow_destructive: bool = Fa
                            + check.destructive_statements())[:300]
         raise MigrationError(f"{file.name} is destructive ({listed}); re-run with --allow-destructive "
                              "after taking a backup")
+    return migration
+
+
+def apply_migration(db: DatabaseURL, file: Path, *, allow_destructive: bool = False, reverse: bool = False,
+                    lock_timeout: float = 30.0, progress: ProgressCallback = no_progress) -> ApplyResult:
+    """Apply a migration (or its reverse section) under the migration lock and record it in the ledger."""
+    migration = check_migration(db, file, allow_destructive=allow_destructive, reverse=reverse)
+    statements = migration.reverse if reverse else migration.forward
     session = _Session(db, lock_timeout)
     result = ApplyResult(db.alias, migration.name, "applied", session.transactional, len(statements),
                          migration.checksum)
@@ -171,6 +176,19 @@ def apply_migration(db: DatabaseURL, file: Path, *, allow_destructive: bool = Fa
     finally:
         session.close()
     return result
+
+
+def apply_pending(db: DatabaseURL, schema_dir: Path, *, allow_destructive: bool = False,
+                  progress: ProgressCallback = no_progress) -> list[ApplyResult]:
+    """Apply every pending migration of `schema_dir` in order, stopping at the first failure.
+
+    All pending files are checked before the first one runs, so a bad file further down the
+    list does not leave the database half-way.
+    """
+    files = [schema_dir / name for name in pending_migrations(db, schema_dir)]
+    for file in files:
+        check_migration(db, file, allow_destructive=allow_destructive)
+    return [apply_migration(db, file, allow_destructive=allow_destructive, progress=progress) for file in files]
 
 
 def _run(session: _Session, migration: MigrationFile, statements: list[str], reverse: bool,

@@ -165,3 +165,16 @@ def test_sqlite_rebuild_refuses_orphan_rows_for_a_new_foreign_key(sqlite_url: st
     with pytest.raises(MigrationError, match="would break its foreign key to p"):
         apply(db, path)
     assert take_snapshot(db) == before
+
+
+def test_pending_files_are_all_checked_before_the_first_runs(db_url: str, tmp_path) -> None:
+    from dbjobs.migrate import apply_pending
+
+    db = database(db_url)
+    write(tmp_path, db.engine, "CREATE TABLE a (id INTEGER PRIMARY KEY);", name="0001_20260101T000000_a")
+    write(tmp_path, db.engine, "DROP TABLE a;", name="0002_20260101T000000_b")
+    with pytest.raises(MigrationError, match=r"0002_20260101T000000_b\.sql is destructive"):
+        apply_pending(db, tmp_path)
+    assert "a" not in take_snapshot(db).tables
+    assert [r.status for r in apply_pending(db, tmp_path, allow_destructive=True)] == ["applied", "applied"]
+    assert pending_migrations(db, tmp_path) == []

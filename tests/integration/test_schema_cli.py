@@ -29,7 +29,7 @@ def test_detect_then_apply_then_nothing_left(tmp_path: Path) -> None:
     assert result["changed"] and Path(result["file"]).is_file()
     applied = cli(tmp_path, "apply-migration", "--file", result["file"], "--yes", "--json")
     assert applied.returncode == 0, applied.stderr
-    assert json.loads(applied.stdout)["status"] == "applied"
+    assert [m["status"] for m in json.loads(applied.stdout)["migrations"]] == ["applied"]
     again = cli(tmp_path, "apply-migration", "--file", result["file"], "--yes")
     assert again.returncode == 0 and again.stdout.startswith("skipped")
     assert "no schema changes" in cli(tmp_path, "detect-migrations").stdout
@@ -42,6 +42,14 @@ def test_detect_with_backup_and_apply(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["backup"]["id"] and result["applied"]["status"] == "applied"
+
+
+def test_apply_without_file_applies_every_pending_migration(tmp_path: Path) -> None:
+    first = json.loads(cli(tmp_path, "detect-migrations", "--json").stdout)
+    assert cli(tmp_path, "apply-migration", "--yes").stdout.startswith(f"applied {Path(first['file']).stem}")
+    assert cli(tmp_path, "apply-migration", "--yes").stdout.strip() == "no pending migrations for default"
+    refused = cli(tmp_path, "apply-migration", "--yes", "--reverse")
+    assert refused.returncode == 2 and "--reverse needs --file" in refused.stderr
 
 
 def test_failures_are_one_line_and_non_zero(tmp_path: Path) -> None:
