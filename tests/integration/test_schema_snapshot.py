@@ -140,3 +140,23 @@ def test_history_of_another_engine_is_refused(sqlite_url: str, pg_url: str, tmp_
     ensure_initial_snapshot(database(pg_url), tmp_path)
     with pytest.raises(MigrationError, match="is for postgresql but the database is sqlite"):
         detect_migrations(parse_url("default", sqlite_url), tmp_path)
+
+
+def test_postgres_sequence_and_enum_changes_are_detected_and_reverted(pg_url: str, tmp_path) -> None:
+    from pathlib import Path
+
+    from tests.integration.schema_helpers import apply
+
+    db = database(pg_url)
+    ensure_initial_snapshot(db, tmp_path)
+    engine = db.create_engine()
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE SEQUENCE invoice_no AS bigint START WITH 1000 INCREMENT BY 10"))
+        conn.execute(sa.text("CREATE TYPE color AS ENUM ('red', 'green')"))
+    engine.dispose()
+    result = detect_migrations(db, tmp_path, apply=True)
+    assert result.changes == ["create enum color", "create sequence invoice_no"]
+    live = take_snapshot(db)
+    assert live.sequences == {"invoice_no": {"increment": 10, "start": 1000, "type": "bigint"}}
+    apply(db, Path(result.file), reverse=True)
+    assert take_snapshot(db).sequences == {} and take_snapshot(db).enums == {}
