@@ -58,30 +58,38 @@ def read_metadata(metadata: sa.MetaData, builder: SchemaBuilder) -> None:
     dialect = dialect_for(builder.engine)
     ddl = dialect.ddl_compiler(dialect, None)
     for table in metadata.tables.values():
-        builder.table(table.name, table.comment)
-        auto = table.autoincrement_column
-        for column in table.columns:
-            builder.column(table.name, column.name, column.type.compile(dialect=dialect), nullable=column.nullable,
-                           default=ddl.get_column_default_string(column), autoincrement=column is auto,
-                           comment=column.comment)
-            if builder.engine == "postgresql" and isinstance(column.type, sa.Enum) and column.type.native_enum:
-                builder.enum(column.type.name, list(column.type.enums))
-        pk = table.primary_key
-        builder.primary_key(table.name, pk.name, [c.name for c in pk.columns])
-        for constraint in table.constraints:
-            if isinstance(constraint, sa.UniqueConstraint):
-                builder.unique(table.name, _name(constraint.name), [c.name for c in constraint.columns])
-            elif isinstance(constraint, sa.ForeignKeyConstraint):
-                builder.foreign_key(table.name, _name(constraint.name), [c.parent.name for c in constraint.elements],
-                                    constraint.elements[0].column.table.name,
-                                    [c.column.name for c in constraint.elements], constraint.ondelete,
-                                    constraint.onupdate)
-            elif isinstance(constraint, sa.CheckConstraint):
-                builder.check(table.name, _name(constraint.name), _compile(constraint.sqltext, ddl))
-        for index in table.indexes:
-            where = index.dialect_options.get(builder.engine, {}).get("where") if builder.engine != "mysql" else None
-            builder.index(table.name, _name(index.name) or "", [_compile(e, ddl) for e in index.expressions],
-                          unique=index.unique, where=_compile(where, ddl) if where is not None else None)
+        try:
+            _read_table(table, builder, dialect, ddl)
+        except (sa.exc.CompileError, sa.exc.NoReferencedTableError, sa.exc.NoReferencedColumnError) as exc:
+            raise ConfigError(f"model table {table.name!r} cannot be expressed in {builder.engine}: "
+                              f"{str(exc).splitlines()[0]}; fix the model named by DBJOBS_MODELS") from None
+
+
+def _read_table(table: sa.Table, builder: SchemaBuilder, dialect: Dialect, ddl: Any) -> None:
+    builder.table(table.name, table.comment)
+    auto = table.autoincrement_column
+    for column in table.columns:
+        builder.column(table.name, column.name, column.type.compile(dialect=dialect), nullable=column.nullable,
+                       default=ddl.get_column_default_string(column), autoincrement=column is auto,
+                       comment=column.comment)
+        if builder.engine == "postgresql" and isinstance(column.type, sa.Enum) and column.type.native_enum:
+            builder.enum(column.type.name, list(column.type.enums))
+    pk = table.primary_key
+    builder.primary_key(table.name, pk.name, [c.name for c in pk.columns])
+    for constraint in table.constraints:
+        if isinstance(constraint, sa.UniqueConstraint):
+            builder.unique(table.name, _name(constraint.name), [c.name for c in constraint.columns])
+        elif isinstance(constraint, sa.ForeignKeyConstraint):
+            builder.foreign_key(table.name, _name(constraint.name), [c.parent.name for c in constraint.elements],
+                                constraint.elements[0].column.table.name,
+                                [c.column.name for c in constraint.elements], constraint.ondelete,
+                                constraint.onupdate)
+        elif isinstance(constraint, sa.CheckConstraint):
+            builder.check(table.name, _name(constraint.name), _compile(constraint.sqltext, ddl))
+    for index in table.indexes:
+        where = index.dialect_options.get(builder.engine, {}).get("where") if builder.engine != "mysql" else None
+        builder.index(table.name, _name(index.name) or "", [_compile(e, ddl) for e in index.expressions],
+                      unique=index.unique, where=_compile(where, ddl) if where is not None else None)
 
 
 def _name(name: Any) -> str | None:

@@ -125,3 +125,29 @@ def test_lint_categories() -> None:
 ])
 def test_widening(old: str, new: str, widening: bool) -> None:
     assert is_widening(old, new) is widening
+
+
+def test_models_that_an_engine_cannot_express_are_a_config_error() -> None:
+    import sqlalchemy as sa
+
+    from dbjobs.errors import ConfigError
+    from dbjobs.schema.models import snapshot_of_metadata
+
+    md = sa.MetaData()
+    sa.Table("t", md, sa.Column("id", sa.Integer, primary_key=True), sa.Column("name", sa.String()))
+    with pytest.raises(ConfigError, match="model table 't' cannot be expressed in mysql"):
+        snapshot_of_metadata(md, "mysql")
+    orphan = sa.MetaData()
+    sa.Table("c", orphan, sa.Column("p_id", sa.ForeignKey("missing.id")))
+    with pytest.raises(ConfigError, match="model table 'c'"):
+        snapshot_of_metadata(orphan, "postgresql")
+
+
+def test_bad_models_specs_are_config_errors() -> None:
+    from dbjobs.errors import ConfigError
+    from dbjobs.schema.snapshot import snapshot_from_models
+
+    for spec, message in [("nocolon", "module:attribute"), ("no_such_module_x:md", "cannot import"),
+                          ("json:nothing", "has no attribute"), ("json:dumps", "neither a MetaData")]:
+        with pytest.raises(ConfigError, match=message):
+            snapshot_from_models(spec, "sqlite")
