@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -166,48 +167,40 @@ def _alter_column(em: _Emitter, table: str, old: dict[str, Any], new: dict[str, 
 
 
 def _render_one(em: _Emitter, change: Change, state: Snapshot) -> list[str]:
-    kind, name, before, after = change.kind, change.name, change.before, change.after
+    """One change through its renderer: Alembic operations write to the emitter, and a renderer may
+    return plain statements of its own (Alembic's return values are not statements)."""
+    try:
+        renderer = _RENDERERS[change.kind]
+    except KeyError:
+        raise ValueError(f"cannot render change kind {change.kind!r}") from None
+    written = renderer(em, change, state)
+    return em.take() + (written if isinstance(written, list) else [])
+
+
+def _set_primary_key(em: _Emitter, c: Change, _: Snapshot) -> None:
+    if c.before:
+        em.op.drop_constraint(c.before["name"] or f"{c.name}_pkey", c.name, type_="primary")
+    if c.after:
+        em.op.create_primary_key(c.after["name"] or f"{c.name}_pkey", c.name, c.after["columns"])
+
+
+def _rename_column(em: _Emitter, c: Change, _: Snapshot) -> list[str] | None:
+    if em.dialect.name == "sqlite":
+        q = em.quote
+        return [f"ALTER TABLE {q(c.name)} RENAME COLUMN {q(c.before['name'])} TO {q(c.after['name'])}"]
+    _alter_column(em, c.name, c.before, c.after)
+    return None
+
+
+def _drop_constraint(em: _Emitter, c: Change, state: Snapshot) -> list[str] | None:
     q = em.quote
-    if kind == "create_table":
-        return _create_table(em, name, after)
-    if kind == "drop_table":
-        em.op.drop_table(name)
-    elif kind == "rename_table":
-        em.op.rename_table(before, after)
-    elif kind == "add_column":
-        em.op.add_column(name, column_of(em.dialect.name, after))
-    elif kind == "drop_column":
-        em.op.drop_column(name, before["name"])
-    elif kind == "rename_column" and em.dialect.name == "sqlite":
-        return [f"ALTER TABLE {q(name)} RENAME COLUMN {q(before['name'])} TO {q(after['name'])}"]
-    elif kind in ("alter_column", "rename_column"):
-        _alter_column(em, name, before, after)
-    elif kind == "set_primary_key":
-        if before:
-            em.op.drop_constraint(before["name"] or f"{name}_pkey", name, type_="primary")
-        if after:
-            em.op.create_primary_key(after["name"] or f"{name}_pkey", name, after["columns"])
-    elif kind == "add_unique":
-        em.op.create_unique_constraint(after["name"], name, after["columns"])
-    elif kind == "add_index":
-        _create_index(em, name, after)
-    elif kind == "drop_index":
-        em.op.drop_index(before["name"], table_name=name)
-    elif kind == "add_fk":
-        em.op.create_foreign_key(after["name"], name, after["ref_table"], after["columns"], after["ref_columns"],
-                                 ondelete=after["on_delete"], onupdate=after["on_update"])
-    elif kind == "add_check":
-        em.op.create_check_constraint(after["name"], name, sa.text(after["sqltext"]))
-    elif kind in ("drop_unique", "drop_fk", "drop_check"):
-        if em.dialect.name == "mysql" and kind == "drop_check":
-            return [f"ALTER TABLE {q(name)} DROP CONSTRAINT {q(before['name'])}"]
-        type_ = {"drop_unique": "unique", "drop_fk": "foreignkey", "drop_check": "check"}[kind]
-        em.op.drop_constraint(before["name"], name, type_=type_)
-        if em.dialect.name == "mysql" and kind == "drop_fk" and not _indexed(state.tables[name], before["columns"]):
-            return [*em.take(), f"ALTER TABLE {q(name)} DROP INDEX {q(before['name'])}"]
-    else:
-        return _render_object(em, change, state)
-    return em.take()
+    if em.dialect.name == "mysql" and c.kind == "drop_check":
+        return [f"ALTER TABLE {q(c.name)} DROP CONSTRAINT {q(c.before['name'])}"]
+    type_ = {"drop_unique": "unique", "drop_fk": "foreignkey", "drop_check": "check"}[c.kind]
+    em.op.drop_constraint(c.before["name"], c.name, type_=type_)
+    if em.dialect.name == "mysql" and c.kind == "drop_fk" and not _indexed(state.tables[c.name], c.before["columns"]):
+        return [f"ALTER TABLE {q(c.name)} DROP INDEX {q(c.before['name'])}"]
+    return None
 
 
 def _indexed(table: dict[str, Any], columns: list[str]) -> bool:
@@ -217,33 +210,47 @@ def _indexed(table: dict[str, Any], columns: list[str]) -> bool:
     return any(key["columns"][:len(columns)] == columns for key in keys)
 
 
-def _render_object(em: _Emitter, change: Change, state: Snapshot) -> list[str]:
-    """Enums, sequences and views: plain SQL, Alembic has no operations for them."""
-    kind, name, before, after = change.kind, change.name, change.before, change.after
-    q = em.quote
-    if kind == "create_enum":
-        return [f"CREATE TYPE {q(name)} AS ENUM ({_literals(after)})"]
-    if kind == "drop_enum":
-        return [f"DROP TYPE {q(name)}"]
-    if kind == "alter_enum":
-        if after[:len(before)] == before:
-            return [f"ALTER TYPE {q(name)} ADD VALUE {_literals([v])}" for v in after[len(before):]]
-        users = [(t, c["name"]) for t, table in state.tables.items() for c in table["columns"] if c["type"] == name]
-        return [f"ALTER TYPE {q(name)} RENAME TO {q(name + '_old')}",
-                f"CREATE TYPE {q(name)} AS ENUM ({_literals(after)})",
-                *[f"ALTER TABLE {q(t)} ALTER COLUMN {q(c)} TYPE {q(name)} USING {q(c)}::text::{q(name)}"
-                  for t, c in users],
-                f"DROP TYPE {q(name + '_old')}"]
-    if kind == "create_sequence":
-        return [f"CREATE SEQUENCE {q(name)} AS {after['type']} START WITH {after['start']} "
-                f"INCREMENT BY {after['increment']}"]
-    if kind == "drop_sequence":
-        return [f"DROP SEQUENCE {q(name)}"]
-    if kind == "create_view":
-        return [f"CREATE VIEW {q(name)} AS {after}"]
-    if kind == "drop_view":
-        return [f"DROP VIEW {q(name)}"]
-    raise ValueError(f"cannot render change kind {kind!r}")
+def _alter_enum(em: _Emitter, c: Change, state: Snapshot) -> list[str]:
+    """New values appended: ADD VALUE; anything else: a new type, columns cast to it, the old one dropped."""
+    q, name, before, after = em.quote, c.name, c.before, c.after
+    if after[:len(before)] == before:
+        return [f"ALTER TYPE {q(name)} ADD VALUE {_literals([v])}" for v in after[len(before):]]
+    users = [(t, col["name"]) for t, table in state.tables.items() for col in table["columns"] if col["type"] == name]
+    return [f"ALTER TYPE {q(name)} RENAME TO {q(name + '_old')}",
+            f"CREATE TYPE {q(name)} AS ENUM ({_literals(after)})",
+            *[f"ALTER TABLE {q(t)} ALTER COLUMN {q(col)} TYPE {q(name)} USING {q(col)}::text::{q(name)}"
+              for t, col in users],
+            f"DROP TYPE {q(name + '_old')}"]
+
+
+_RENDERERS: dict[str, Callable[[_Emitter, Change, Snapshot], list[str] | None]] = {
+    "create_table": lambda em, c, _: _create_table(em, c.name, c.after),
+    "drop_table": lambda em, c, _: em.op.drop_table(c.name),
+    "rename_table": lambda em, c, _: em.op.rename_table(c.before, c.after),
+    "add_column": lambda em, c, _: em.op.add_column(c.name, column_of(em.dialect.name, c.after)),
+    "drop_column": lambda em, c, _: em.op.drop_column(c.name, c.before["name"]),
+    "rename_column": _rename_column,
+    "alter_column": lambda em, c, _: _alter_column(em, c.name, c.before, c.after),
+    "set_primary_key": _set_primary_key,
+    "add_unique": lambda em, c, _: em.op.create_unique_constraint(c.after["name"], c.name, c.after["columns"]),
+    "add_index": lambda em, c, _: _create_index(em, c.name, c.after),
+    "drop_index": lambda em, c, _: em.op.drop_index(c.before["name"], table_name=c.name),
+    "add_fk": lambda em, c, _: em.op.create_foreign_key(
+        c.after["name"], c.name, c.after["ref_table"], c.after["columns"], c.after["ref_columns"],
+        ondelete=c.after["on_delete"], onupdate=c.after["on_update"]),
+    "add_check": lambda em, c, _: em.op.create_check_constraint(c.after["name"], c.name, sa.text(c.after["sqltext"])),
+    "drop_unique": _drop_constraint,
+    "drop_fk": _drop_constraint,
+    "drop_check": _drop_constraint,
+    "create_enum": lambda em, c, _: [f"CREATE TYPE {em.quote(c.name)} AS ENUM ({_literals(c.after)})"],
+    "drop_enum": lambda em, c, _: [f"DROP TYPE {em.quote(c.name)}"],
+    "alter_enum": _alter_enum,
+    "create_sequence": lambda em, c, _: [f"CREATE SEQUENCE {em.quote(c.name)} AS {c.after['type']} START WITH "
+                                         f"{c.after['start']} INCREMENT BY {c.after['increment']}"],
+    "drop_sequence": lambda em, c, _: [f"DROP SEQUENCE {em.quote(c.name)}"],
+    "create_view": lambda em, c, _: [f"CREATE VIEW {em.quote(c.name)} AS {c.after}"],
+    "drop_view": lambda em, c, _: [f"DROP VIEW {em.quote(c.name)}"],
+}
 
 
 def _literals(values: list[str]) -> str:
