@@ -10,9 +10,10 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from dbjobs.errors import ConfirmationRequired, DbjobsError
+from dbjobs.errors import ConfigError, ConfirmationRequired, DbjobsError
 from dbjobs.settings import Settings, load_settings
 from dbjobs.terminal import ProgressBar, human_size
 
@@ -20,13 +21,41 @@ Renderer = Callable[[dict[str, Any]], str]
 
 
 def execute(settings: Settings, name: str, kwargs: dict[str, Any], args: argparse.Namespace) -> dict[str, Any] | None:
-    """Run job `name` in this process (no broker configured); return its result."""
+    """Submit job `name` to the workers (or, with no broker configured, run it here); return its result.
+
+    Without `--wait` a submitted job's id is printed and None returned.
+    """
+    if settings.broker_url:
+        from workers.client import submit
+
+        task_id = submit(name, kwargs)
+        if not args.wait:
+            print(task_id)
+            print(f"submitted {name}; `dbjobs result {task_id} --wait` shows its result", file=sys.stderr)
+            return None
+        return wait_for(task_id)
     from dbjobs.jobs import run_job
 
     print(f"note: DBJOBS_BROKER_URL is not set; running {name} in this process", file=sys.stderr)
     bar = ProgressBar()
     try:
         return run_job(name, settings, kwargs, bar)
+    finally:
+        bar.close()
+
+
+def wait_for(task_id: str) -> dict[str, Any]:
+    """Wait for a submitted task, drawing its progress; return its result or raise its error."""
+    from workers.client import wait
+
+    bar = ProgressBar()
+
+    def notice(text: str) -> None:
+        bar.close()
+        print(f"note: {text}", file=sys.stderr)
+
+    try:
+        return wait(task_id, bar, notice).result or {}
     finally:
         bar.close()
 
@@ -66,6 +95,70 @@ def render_list(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+RENDERERS: dict[str, Renderer] = {
+    "dbjobs.backup": render_backup, "dbjobs.restore": render_restore, "dbjobs.list_backups": render_list,
+}
+
+
+def render_any(r: dict[str, Any]) -> str:
+    """Results of jobs without a renderer of their own."""
+    return json.dumps(r, indent=2, sort_keys=True)
+
+
+def cmd_result(args: argparse.Namespace) -> int:
+    """Show a submitted task's result (waiting for it with --wait), rendered like the command that submitted it."""
+    require_broker("task results (without one, jobs run in-process and leave no task ids)")
+    from workers.client import status
+
+    current = status(args.task_id)
+    if args.wait and current.result is None:
+        wait_for(args.task_id)
+        current = status(args.task_id)
+    if current.result is None:
+        print(json.dumps(current.to_dict(), indent=2, sort_keys=True) if args.json else
+              f"task {current.id} ({current.name or 'unknown job'}) is {current.state.lower()}"
+              + (f": {current.progress.phase} {current.progress.done}/{current.progress.total or '?'}"
+                 if current.progress else ""))
+        return 0
+    render = RENDERERS.get(current.name or "", render_any)
+    print(json.dumps(current.result, indent=2, sort_keys=True) if args.json else render(current.result))
+    return 0
+
+
+def require_broker(what: str) -> Settings:
+    """The settings, when a broker is configured (workers, the scheduler and task results need one)."""
+    settings = load_settings()
+    if not settings.broker_url:
+        raise ConfigError(f"DBJOBS_BROKER_URL is not set: {what} need a Redis broker (e.g. redis://localhost:6379/0)")
+    return settings
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run a Celery worker for this app: `celery -A workers.app worker` with the given options."""
+    require_broker("workers")
+    from workers.app import app
+
+    app.worker_main(["worker", *args.celery_args])
+    return 0
+
+
+def cmd_start_scheduler(args: argparse.Namespace) -> int:
+    """Run Celery beat with a backup and a cleanup entry per database alias, at the given intervals."""
+    from dataclasses import replace
+
+    settings = replace(require_broker("the scheduler"), backup_interval_hours=args.interval,
+                       cleanup_interval_days=args.cleanup_interval, keep_days=args.keep_days, min_keep=args.min_keep,
+                       **({"backup_dir": Path(args.backup_dir)} if args.backup_dir else {}))
+    from beat_schedule import build_schedule
+    from workers.app import app
+
+    app.conf.beat_schedule = build_schedule(settings)
+    print(f"scheduler: backups every {args.interval:g} h and cleanup every {args.cleanup_interval:g} d of "
+          f"{', '.join(sorted(settings.databases))} into {settings.backup_dir}", file=sys.stderr)
+    app.Beat(loglevel=args.loglevel, schedule=args.schedule_file).run()
+    return 0
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
     return submit(args, "dbjobs.backup", {"database": args.database, "output_dir": args.output_dir}, render_backup)
 
@@ -98,6 +191,28 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0 (fractions allowed, so tests can schedule in seconds)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} must be greater than 0")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must not be negative")
     return value
 
 
@@ -145,7 +260,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--database", metavar="ALIAS", help="only backups of this alias")
     job_options(p)
     p.set_defaults(handler=cmd_list_backups)
+
+    add_celery_commands(sub)
     return parser
+
+
+def add_celery_commands(sub: Any) -> None:
+    """`result`, `worker` and `start-scheduler`: the commands that only exist with a broker."""
+    p = sub.add_parser("result", help="show (or wait for) the result of a submitted task",
+                       description="Show the state or result of a task submitted without --wait.")
+    p.add_argument("task_id", metavar="ID", help="the task id a command printed when it submitted the task")
+    p.add_argument("--wait", action="store_true", help="wait for the task to finish, showing progress")
+    p.add_argument("--json", action="store_true", help="print the state or result as JSON for scripts")
+    p.set_defaults(handler=cmd_result)
+
+    p = sub.add_parser("worker", add_help=False, help="start a Celery worker (options go to `celery worker`)",
+                       description="Start a Celery worker for dbjobs; every option is passed to `celery worker` "
+                       "(`dbjobs worker --help` shows them).")
+    p.add_argument("celery_args", nargs=argparse.REMAINDER, metavar="CELERY_WORKER_OPTIONS",
+                   help="options of `celery worker`, e.g. --concurrency 2 --loglevel INFO")
+    p.set_defaults(handler=cmd_worker)
+
+    p = sub.add_parser("start-scheduler", help="run Celery beat: scheduled backups and cleanups",
+                       description="Run Celery beat, enqueueing a backup of every database alias every --interval "
+                       "hours and a cleanup of its backups every --cleanup-interval days; workers do the jobs.")
+    p.add_argument("--backup-dir", metavar="DIR", help="where scheduled backups go and cleanup looks "
+                   "(default: $DBJOBS_BACKUP_DIR or ./backups)")
+    p.add_argument("--interval", type=positive_float, default=24, metavar="H",
+                   help="hours between backups; fractions allowed (default: 24)")
+    p.add_argument("--cleanup-interval", type=positive_float, default=1, metavar="D",
+                   help="days between cleanups; fractions allowed (default: 1)")
+    p.add_argument("--keep-days", type=non_negative_int, default=30, metavar="N",
+                   help="cleanup deletes backups older than N days (default: 30)")
+    p.add_argument("--min-keep", type=non_negative_int, default=5, metavar="N",
+                   help="cleanup always keeps the N newest backups of each database (default: 5)")
+    p.add_argument("--schedule-file", default="celerybeat-schedule", metavar="FILE",
+                   help="where beat remembers when each entry last ran (default: ./celerybeat-schedule)")
+    p.add_argument("--loglevel", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   help="beat's log level (default: INFO)")
+    p.set_defaults(handler=cmd_start_scheduler)
 
 
 def main(argv: list[str] | None = None) -> int:
