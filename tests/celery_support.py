@@ -44,8 +44,9 @@ def celery_env(base: Path, broker: str, **extra: str) -> dict[str, str]:
         DBJOBS_DATABASE_URL=f"sqlite:///{base / 'app.sqlite3'}",
         DBJOBS_DATABASES=f"scratch=sqlite:///{base / 'scratch.sqlite3'};"
                          f"secretpg=postgresql://dbjobs:{SECRET}@127.0.0.1:5432/nonexistent",
-        DBJOBS_BACKUP_DIR=str(base / "backups"), DBJOBS_LOCK_TTL="3", **extra,
+        DBJOBS_BACKUP_DIR=str(base / "backups"), DBJOBS_LOCK_TTL="3",
     )
+    env.update(extra)
     return env
 
 
