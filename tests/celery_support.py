@@ -6,6 +6,7 @@ never see each other's queues, and every process is killed by its own id in tear
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -89,10 +90,8 @@ class Proc:
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal the whole process group (a prefork worker's children too) and reap it."""
         if self.popen.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, sig)
-            except ProcessLookupError:
-                pass
         try:
             self.popen.wait(timeout=15)
         except subprocess.TimeoutExpired:
@@ -102,10 +101,8 @@ class Proc:
     def stop(self) -> None:
         """Warm shutdown, then make sure nothing of it is left."""
         self.kill(signal.SIGTERM)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.out.close()
 
 

@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from tests.celery_support import (
-    celery_env, cli_json, flushed_redis, make_sqlite, manifests, rows_of, run_cli, start_worker, wait_until,
+    celery_env,
+    cli_json,
+    flushed_redis,
+    make_sqlite,
+    manifests,
+    rows_of,
+    run_cli,
+    start_worker,
+    wait_until,
 )
 
 pytestmark = pytest.mark.redis

@@ -14,7 +14,15 @@ from pathlib import Path
 import pytest
 
 from tests.celery_support import (
-    PYTHON, ROOT, Proc, celery_env, cli_json, make_sqlite, manifests, start_worker, wait_until,
+    PYTHON,
+    ROOT,
+    Proc,
+    celery_env,
+    cli_json,
+    make_sqlite,
+    manifests,
+    start_worker,
+    wait_until,
 )
 
 PORT = 6390

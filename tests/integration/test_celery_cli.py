@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 
 from tests.celery_support import (
-    SECRET, Proc, celery_env, cli_json, flushed_redis, make_sqlite, manifests, redis_values, rows_of, run_cli,
+    SECRET,
+    Proc,
+    celery_env,
+    cli_json,
+    flushed_redis,
+    make_sqlite,
+    manifests,
+    redis_values,
+    rows_of,
+    run_cli,
     start_worker,
 )
 

@@ -9,7 +9,15 @@ import httpx
 import pytest
 
 from tests.celery_support import (
-    PYTHON, SECRET, Proc, celery_env, cli_json, flushed_redis, make_sqlite, start_worker, wait_until,
+    PYTHON,
+    SECRET,
+    Proc,
+    celery_env,
+    cli_json,
+    flushed_redis,
+    make_sqlite,
+    start_worker,
+    wait_until,
 )
 
 pytestmark = pytest.mark.redis
