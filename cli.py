@@ -143,18 +143,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_start_scheduler(args: argparse.Namespace) -> int:
-    """Run Celery beat with a backup and a cleanup entry per database alias, at the given intervals."""
+    """Run Celery beat with a backup and a cleanup entry per database alias; options override the settings."""
     from dataclasses import replace
 
-    settings = replace(require_broker("the scheduler"), backup_interval_hours=args.interval,
-                       cleanup_interval_days=args.cleanup_interval, keep_days=args.keep_days, min_keep=args.min_keep,
-                       **({"backup_dir": Path(args.backup_dir)} if args.backup_dir else {}))
+    settings = require_broker("the scheduler")
+    overrides = {"backup_interval_hours": args.interval, "cleanup_interval_days": args.cleanup_interval,
+                 "keep_days": args.keep_days, "min_keep": args.min_keep,
+                 "backup_dir": Path(args.backup_dir) if args.backup_dir else None}
+    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     from beat_schedule import build_schedule
     from workers.app import app
 
     app.conf.beat_schedule = build_schedule(settings)
-    print(f"scheduler: backups every {args.interval:g} h and cleanup every {args.cleanup_interval:g} d of "
-          f"{', '.join(sorted(settings.databases))} into {settings.backup_dir}", file=sys.stderr)
+    print(f"scheduler: a backup every {settings.backup_interval_hours:g} h and a cleanup every "
+          f"{settings.cleanup_interval_days:g} d (keep {settings.keep_days} days, at least {settings.min_keep}) of "
+          f"{', '.join(sorted(settings.databases))} in {settings.backup_dir}", file=sys.stderr)
     app.Beat(loglevel=args.loglevel, schedule=args.schedule_file).run()
     return 0
 
@@ -224,9 +227,25 @@ def job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON for scripts")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, except that `worker` passes every option on to Celery.
+
+    argparse cannot give a REMAINDER positional options that come first (`worker --loglevel
+    INFO`); it reports them as unknown, in order and ahead of the rest, so they are put back.
+    """
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown and getattr(parsed, "celery_args", None) is not None:
+            parsed.celery_args = unknown + parsed.celery_args
+        elif unknown:
+            self.error(f"unrecognized arguments: {' '.join(unknown)}")
+        return parsed
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line grammar fixed by the spec."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="dbjobs", description="Back up, restore and migrate SQL databases with Celery jobs. "
         "Configuration comes from DBJOBS_* environment variables or a .env file.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -286,14 +305,14 @@ def add_celery_commands(sub: Any) -> None:
                        "hours and a cleanup of its backups every --cleanup-interval days; workers do the jobs.")
     p.add_argument("--backup-dir", metavar="DIR", help="where scheduled backups go and cleanup looks "
                    "(default: $DBJOBS_BACKUP_DIR or ./backups)")
-    p.add_argument("--interval", type=positive_float, default=24, metavar="H",
-                   help="hours between backups; fractions allowed (default: 24)")
-    p.add_argument("--cleanup-interval", type=positive_float, default=1, metavar="D",
-                   help="days between cleanups; fractions allowed (default: 1)")
-    p.add_argument("--keep-days", type=non_negative_int, default=30, metavar="N",
-                   help="cleanup deletes backups older than N days (default: 30)")
-    p.add_argument("--min-keep", type=non_negative_int, default=5, metavar="N",
-                   help="cleanup always keeps the N newest backups of each database (default: 5)")
+    p.add_argument("--interval", type=positive_float, metavar="H",
+                   help="hours between backups; fractions allowed (default: $BACKUP_INTERVAL_HOURS or 24)")
+    p.add_argument("--cleanup-interval", type=positive_float, metavar="D",
+                   help="days between cleanups; fractions allowed (default: $BACKUP_CLEANUP_INTERVAL_DAYS or 1)")
+    p.add_argument("--keep-days", type=non_negative_int, metavar="N",
+                   help="cleanup deletes backups older than N days (default: $BACKUP_KEEP_DAYS or 30)")
+    p.add_argument("--min-keep", type=non_negative_int, metavar="N",
+                   help="cleanup always keeps the N newest backups of each database (default: $BACKUP_MIN_KEEP or 5)")
     p.add_argument("--schedule-file", default="celerybeat-schedule", metavar="FILE",
                    help="where beat remembers when each entry last ran (default: ./celerybeat-schedule)")
     p.add_argument("--loglevel", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
