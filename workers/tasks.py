@@ -8,6 +8,7 @@ connection errors are retried, with exponential backoff.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,20 +54,21 @@ def _reporter(task: Task) -> Throttled:
     return Throttled(report, PROGRESS_INTERVAL)
 
 
+@functools.cache
+def _redis(url: str) -> redis.Redis:
+    """One client (and connection pool) per worker process; redis-py renews its pool after a fork."""
+    return redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=SOCKET_TIMEOUT)
+
+
 @contextmanager
 def _locked(task: Task, job: Job, settings: Settings, kwargs: dict[str, Any]) -> Iterator[None]:
     alias = locked_alias(job.name, settings, kwargs)
     if alias is None:
         yield
         return
-    client = redis.Redis.from_url(settings.broker_url or "", socket_connect_timeout=CONNECT_TIMEOUT,
-                                  socket_timeout=SOCKET_TIMEOUT)
-    try:
-        with database_lock(client, alias, f"{job.name} {task.request.id}", ttl=settings.lock_ttl,
-                           wait=settings.lock_wait):
-            yield
-    finally:
-        client.close()
+    with database_lock(_redis(settings.broker_url or ""), alias, f"{job.name} {task.request.id}",
+                       ttl=settings.lock_ttl, wait=settings.lock_wait):
+        yield
 
 
 def _earlier_success(task: Task) -> Any:
