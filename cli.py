@@ -30,7 +30,7 @@ def execute(settings: Settings, name: str, kwargs: dict[str, Any], args: argpars
 
         task_id = submit(name, kwargs)
         if not args.wait:
-            print(task_id)
+            print(json.dumps({"task_id": task_id, "name": name}) if args.json else task_id)
             print(f"submitted {name}; `dbjobs result {task_id} --wait` shows its result", file=sys.stderr)
             return None
         return wait_for(task_id)

@@ -71,6 +71,13 @@ def _progress(meta: Any) -> Progress | None:
     return Progress(str(meta["phase"]), int(meta.get("done") or 0), meta.get("total"))
 
 
+def _reason(error: Any) -> str:
+    """The message of an exception as the result backend stores it (a dict) or as Celery rebuilt it."""
+    if isinstance(error, dict):
+        return " ".join(str(a) for a in error.get("exc_message") or ()) or str(error.get("exc_type"))
+    return str(error)
+
+
 def _failure(task_id: str, name: str | None, state: str, error: Any) -> DbjobsError:
     if isinstance(error, DbjobsError):
         return error
@@ -107,7 +114,7 @@ def wait(task_id: str, progress: ProgressCallback = no_progress, notice: Notice 
         if meta.get("status") == PROGRESS and (p := _progress(meta.get("result"))):
             progress(p)
         elif meta.get("status") == states.RETRY and notice:
-            notice(f"task {task_id} will be retried: {meta.get('result')}")
+            notice(f"task {task_id} will be retried: {_reason(meta.get('result'))}")
 
     with _broker():
         app.AsyncResult(task_id).get(on_message=on_message, propagate=False, interval=0.05)

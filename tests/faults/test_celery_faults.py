@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from datetime import datetime, timedelta
 from itertools import pairwise
@@ -26,6 +27,33 @@ pytestmark = pytest.mark.redis
 
 def _interval(manifest: dict) -> tuple[datetime, datetime]:
     return datetime.fromisoformat(manifest["started_at"]), datetime.fromisoformat(manifest["finished_at"])
+
+
+def _pool_process(worker_pid: int) -> int:
+    """The prefork child that runs the tasks of a `-c 1` worker."""
+    children = Path(f"/proc/{worker_pid}/task/{worker_pid}/children").read_text().split()
+    assert len(children) == 1, children
+    return int(children[0])
+
+
+def test_backup_of_a_killed_pool_process_is_rejected_and_run_again(tmp_path: Path) -> None:
+    broker = flushed_redis(12)
+    make_sqlite(tmp_path / "app.sqlite3", rows=2000, blob_kib=100)
+    env = celery_env(tmp_path, broker, DBJOBS_LOCK_TTL="2")
+    backups = tmp_path / "backups"
+    worker = start_worker(env, tmp_path, "survivor")
+    try:
+        task_id = run_cli(env, tmp_path, "backup").stdout.strip()
+        wait_until(lambda: backups.is_dir() and any(p.name.startswith(".") for p in backups.iterdir()), 60,
+                   "the backup never started writing")
+        os.kill(_pool_process(worker.popen.pid), signal.SIGKILL)
+        result = cli_json(env, tmp_path, "result", task_id, "--wait")
+        assert "WorkerLostError" in worker.text()
+    finally:
+        worker.stop()
+        flushed_redis(12)
+    assert [m["id"] for m in manifests(backups)] == [result["id"]]
+    assert result["extra"] == {"request_id": task_id}
 
 
 def test_backup_of_a_killed_worker_is_rerun_once_by_another(tmp_path: Path) -> None:

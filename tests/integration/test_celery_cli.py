@@ -21,6 +21,7 @@ from tests.celery_support import (
     rows_of,
     run_cli,
     start_worker,
+    wait_until,
 )
 
 pytestmark = pytest.mark.redis
@@ -117,3 +118,21 @@ def test_worker_and_result_commands_need_a_broker(tmp_path: Path) -> None:
     for args in (["worker"], ["result", "x"], ["start-scheduler"]):
         done = run_cli(env, tmp_path, *args, timeout=30)
         assert done.returncode == 2 and "DBJOBS_BROKER_URL is not set" in done.stderr
+
+
+def test_an_unreachable_database_is_retried_without_leaking_its_password(stack) -> None:
+    env, base, broker = stack
+    import redis
+
+    task_id = cli_json(env, base, "backup", "--database", "secretpg")["task_id"]
+    client = redis.Redis.from_url(broker)
+
+    def state() -> str:
+        raw = client.get(f"celery-task-meta-{task_id}")
+        return json.loads(raw)["status"] if raw else "PENDING"
+
+    wait_until(lambda: state() == "RETRY", 20, lambda: f"task stayed {state()}")
+    shown = run_cli(env, base, "result", task_id)
+    assert shown.returncode == 0 and f"task {task_id} (dbjobs.backup) is retry" in shown.stdout
+    assert SECRET not in redis_values(broker) and SECRET not in shown.stdout + shown.stderr
+    client.close()
