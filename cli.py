@@ -186,37 +186,25 @@ def cmd_list_backups(args: argparse.Namespace) -> int:
     return submit(args, "dbjobs.list_backups", kwargs, render_list)
 
 
-def positive_int(text: str) -> int:
-    """argparse type: a whole number >= 1, with a clear message otherwise."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
+def bounded(kind: type[int] | type[float], low: float, *, inclusive: bool = True) -> Callable[[str], Any]:
+    """An argparse type: a number of `kind` at least `low` (or, not inclusive, above it), with a clear message."""
+    noun = "a whole number" if kind is int else "a number"
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if not (value >= low if inclusive else value > low) or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{text} must be {'at least' if inclusive else 'greater than'} {low:g}")
+        return value
+
+    return parse
 
 
-def positive_float(text: str) -> float:
-    """argparse type: a number > 0 (fractions allowed, so tests can schedule in seconds)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} must be greater than 0")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: a whole number >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must not be negative")
-    return value
+positive_int = bounded(int, 1)
+positive_float = bounded(float, 0, inclusive=False)  # fractions allowed, so tests can schedule in seconds
+non_negative_int = bounded(int, 0)
 
 
 def job_options(p: argparse.ArgumentParser) -> None:
