@@ -106,9 +106,11 @@ class Proc:
         self.out.close()
 
 
-def start_worker(env: dict[str, str], cwd: Path, name: str = "w1", concurrency: int = 1) -> Proc:
-    """A real prefork worker (`celery -A workers.app worker`), returned once it is ready."""
-    proc = Proc([PYTHON, "-m", "celery", "-A", "workers.app", "worker", "--pool=prefork", "-c", str(concurrency),
+def start_worker(env: dict[str, str], cwd: Path, name: str = "w1", concurrency: int = 1, *,
+                 via_cli: bool = False) -> Proc:
+    """A real prefork worker (`celery -A workers.app worker`, or `python cli.py worker`), once it is ready."""
+    command = [str(ROOT / "cli.py")] if via_cli else ["-m", "celery", "-A", "workers.app"]
+    proc = Proc([PYTHON, *command, "worker", "--pool=prefork", "-c", str(concurrency),
                  "--loglevel=INFO", "--without-mingle", "--without-gossip", "-n", f"{name}@%h"],
                 env, cwd / f"{name}.log", cwd)
     proc.wait_for_log("ready.")

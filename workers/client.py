@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from celery import states
+from celery.exceptions import TimeoutError as ResultTimeout
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
@@ -25,6 +26,7 @@ PROGRESS = "PROGRESS"
 FAIL_FAST = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
 app.conf.result_backend_transport_options = {"retry_policy": FAIL_FAST}
 Notice = Callable[[str], None]
+IDLE_NOTICE = 5.0
 
 
 @dataclass(frozen=True)
@@ -106,16 +108,24 @@ def status(task_id: str) -> TaskStatus:
 def wait(task_id: str, progress: ProgressCallback = no_progress, notice: Notice | None = None) -> TaskStatus:
     """Block until the task finishes, passing its progress reports on; return it or raise its error.
 
-    `notice` hears of retries (a database that is briefly unreachable), so a waiting user knows why.
+    `notice` hears of retries (a database that is briefly unreachable) and of a task that no
+    worker has picked up after a while, so a waiting user knows why nothing moves.
     """
-    status(task_id)  # an unknown id fails now instead of waiting forever
+    heard = [status(task_id).state != states.PENDING]  # an unknown id fails here instead of waiting forever
 
     def on_message(meta: dict[str, Any]) -> None:
+        heard[0] = True
         if meta.get("status") == PROGRESS and (p := _progress(meta.get("result"))):
             progress(p)
         elif meta.get("status") == states.RETRY and notice:
             notice(f"task {task_id} will be retried: {_reason(meta.get('result'))}")
 
+    result = app.AsyncResult(task_id)
     with _broker():
-        app.AsyncResult(task_id).get(on_message=on_message, propagate=False, interval=0.05)
+        try:
+            result.get(on_message=on_message, propagate=False, interval=0.05, timeout=IDLE_NOTICE)
+        except ResultTimeout:
+            if not heard[0] and notice:
+                notice(f"task {task_id} is still queued: no worker has taken it yet (is one running? `dbjobs worker`)")
+            result.get(on_message=on_message, propagate=False, interval=0.05)
     return status(task_id)

@@ -18,8 +18,9 @@ SOCKET_TIMEOUT = 10.0
 
 
 def soft_time_limit(hard: float) -> float:
-    """The soft limit leaves the job time to clean up (drop its partial file) before the hard kill."""
-    return hard - min(300.0, hard / 10)
+    """The soft limit leaves the job time to clean up (drop its partial file) before the hard kill:
+    five minutes, or half of a limit shorter than ten minutes."""
+    return hard - min(300.0, hard / 2)
 
 
 def restore_interval(visibility_timeout: float) -> int:

@@ -84,15 +84,13 @@ def execute(task: Task, job: Job, kwargs: dict[str, Any]) -> dict[str, Any]:
     settings = load_settings()
     if job.accepts_request_id:
         kwargs = {"request_id": task.request.id, **kwargs}
-    with _locked(task, job, settings, kwargs):
-        done = _earlier_success(task)
-        if done is not None:
-            return done
-        try:
-            return run_job(job.name, settings, kwargs, _reporter(task))
-        except SoftTimeLimitExceeded:
-            raise JobTimeoutError(f"{job.name} was stopped after {settings.task_time_limit:g} s "
-                                  "(DBJOBS_TASK_TIME_LIMIT); raise the limit for bigger databases") from None
+    try:
+        with _locked(task, job, settings, kwargs):
+            done = _earlier_success(task)
+            return done if done is not None else run_job(job.name, settings, kwargs, _reporter(task))
+    except SoftTimeLimitExceeded:
+        raise JobTimeoutError(f"{job.name} was stopped near its time limit of {settings.task_time_limit:g} s "
+                              "(DBJOBS_TASK_TIME_LIMIT); raise the limit for bigger databases") from None
 
 
 def register(job: Job) -> Task:

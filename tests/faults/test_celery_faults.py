@@ -9,6 +9,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.celery_support import (
     celery_env,
@@ -106,3 +107,25 @@ def test_jobs_on_one_database_never_overlap_and_restore_waits_for_the_backup(tmp
     spans = sorted([*(_interval(by_id[r["id"]]) for r in results), restore_span])
     assert all(a[1] <= b[0] for a, b in pairwise(spans)), f"jobs on one database overlapped: {spans}"
     assert safety["kind"] == "safety" and rows_of(tmp_path / "app.sqlite3") == before
+
+
+def test_a_job_past_its_time_limit_is_stopped_cleanly(tmp_path: Path) -> None:
+    """A job stuck behind a lock that is never released (soft limit fires in Python, deterministically)."""
+    broker = flushed_redis(12)
+    make_sqlite(tmp_path / "app.sqlite3", rows=10)
+    env = celery_env(tmp_path, broker, DBJOBS_TASK_TIME_LIMIT="2", DBJOBS_LOCK_WAIT="30")
+    client = redis.Redis.from_url(broker)
+    client.set("dbjobs:lock:default", "dbjobs.restore stuck-task x", ex=60)
+    worker = start_worker(env, tmp_path, "limited")
+    try:
+        done = run_cli(env, tmp_path, "backup", "--wait")
+        assert client.get("dbjobs:lock:default") == b"dbjobs.restore stuck-task x"  # someone else's lock kept
+    finally:
+        worker.stop()
+        flushed_redis(12)
+        client.close()
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "error: dbjobs.backup was stopped near its time limit of 2 s (DBJOBS_TASK_TIME_LIMIT); "
+        "raise the limit for bigger databases"]
+    assert not (tmp_path / "backups").exists()

@@ -72,7 +72,7 @@ def test_beat_enqueues_backups_and_cleanups_and_everything_survives_a_redis_rest
     make_sqlite(tmp_path / "app.sqlite3", rows=50)
     env = celery_env(tmp_path, f"redis://127.0.0.1:{PORT}/0", DBJOBS_DATABASES="")
     backups = tmp_path / "backups"
-    worker = start_worker(env, tmp_path)
+    worker = start_worker(env, tmp_path, via_cli=True)
     beat = Proc([PYTHON, str(ROOT / "cli.py"), "start-scheduler", "--interval", "0.0005", "--cleanup-interval",
                  "0.00003", "--keep-days", "7", "--min-keep", "2", "--schedule-file", str(tmp_path / "beat-schedule")],
                 env, tmp_path / "beat.log", tmp_path)

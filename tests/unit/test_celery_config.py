@@ -36,7 +36,7 @@ def test_visibility_timeout_and_lock_settings_are_configurable_and_validated() -
             settings(**{name: "-1"})
 
 
-@pytest.mark.parametrize(("hard", "soft"), [(60, 54), (3600, 3300), (21600, 21300)])
+@pytest.mark.parametrize(("hard", "soft"), [(1, 0.5), (60, 30), (600, 300), (3600, 3300), (21600, 21300)])
 def test_soft_limit_leaves_time_to_clean_up(hard: float, soft: float) -> None:
     assert soft_time_limit(hard) == soft
 
