@@ -87,3 +87,15 @@ def test_throttle_passes_phase_changes_and_the_end_but_not_every_report() -> Non
     report(Progress("dump", 100, 100))
     report(Progress("verify", 0, 10))
     assert [(p.phase, p.done) for p in seen] == [("dump", 0), ("dump", 50), ("dump", 100), ("verify", 0)]
+
+
+def test_one_task_per_registered_job_under_its_public_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DBJOBS_BROKER_URL", "redis://localhost:6379/0")
+    from dbjobs.jobs import JOBS
+    from workers.app import app
+    from workers.tasks import TASKS
+
+    assert set(TASKS) == set(JOBS) and {"dbjobs.backup", "dbjobs.restore", "dbjobs.list_backups"} <= set(TASKS)
+    for name in TASKS:
+        task = app.tasks[name]
+        assert task.name == name and task.acks_late and task.reject_on_worker_lost and task.track_started
