@@ -19,9 +19,8 @@ from redis.exceptions import RedisError
 from dbjobs.errors import BrokerUnavailableError, DbjobsError, TaskFailedError
 from dbjobs.progress import Progress, ProgressCallback, no_progress
 from workers.app import app, task_name
-from workers.config import redacted_url
+from workers.config import PROGRESS_STATE, redacted_url
 
-PROGRESS = "PROGRESS"
 # A submitter fails within seconds when Redis is down; workers keep Celery's patient defaults.
 FAIL_FAST = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
 app.conf.result_backend_transport_options = {"retry_policy": FAIL_FAST}
@@ -115,7 +114,7 @@ def wait(task_id: str, progress: ProgressCallback = no_progress, notice: Notice 
 
     def on_message(meta: dict[str, Any]) -> None:
         heard[0] = True
-        if meta.get("status") == PROGRESS and (p := _progress(meta.get("result"))):
+        if meta.get("status") == PROGRESS_STATE and (p := _progress(meta.get("result"))):
             progress(p)
         elif meta.get("status") == states.RETRY and notice:
             notice(f"task {task_id} will be retried: {_reason(meta.get('result'))}")

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 from dbjobs.settings import Settings
 
 RESULT_EXPIRES = timedelta(days=7)
+PROGRESS_STATE = "PROGRESS"  # the custom state of a running job: meta is `Progress.to_dict()`
 CONNECT_TIMEOUT = 2.0
 SOCKET_TIMEOUT = 10.0
 

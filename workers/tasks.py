@@ -9,6 +9,7 @@ connection errors are retried, with exponential backoff.
 from __future__ import annotations
 
 import functools
+import logging
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,16 +18,17 @@ from typing import Any
 import redis
 from celery import Task, states
 from celery.exceptions import SoftTimeLimitExceeded
+from kombu.exceptions import OperationalError
 
 from dbjobs.errors import DatabaseUnavailableError, DbjobsError, JobTimeoutError
 from dbjobs.jobs import JOBS, Job, locked_alias, run_job
 from dbjobs.progress import Progress, Throttled
 from dbjobs.settings import Settings, load_settings
 from workers.app import app
-from workers.config import CONNECT_TIMEOUT, SOCKET_TIMEOUT
+from workers.config import CONNECT_TIMEOUT, PROGRESS_STATE, SOCKET_TIMEOUT
 from workers.locks import database_lock
 
-PROGRESS = "PROGRESS"
+log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 0.5
 TRANSIENT = (DatabaseUnavailableError, redis.ConnectionError, redis.TimeoutError)
 MAX_RETRIES = 5
@@ -46,10 +48,15 @@ def clean(exc: DbjobsError) -> DbjobsError:
 
 
 def _reporter(task: Task) -> Throttled:
+    """Progress as task state and event; a report lost to a Redis blip must not fail an hour-long job."""
+
     def report(p: Progress) -> None:
         meta = p.to_dict()
-        task.update_state(state=PROGRESS, meta=meta)
-        task.send_event("task-progress", **meta)
+        try:
+            task.update_state(state=PROGRESS_STATE, meta=meta)
+            task.send_event("task-progress", **meta)
+        except (redis.RedisError, OperationalError, OSError) as exc:
+            log.warning("progress of %s not reported: %s", task.request.id, exc)
 
     return Throttled(report, PROGRESS_INTERVAL)
 

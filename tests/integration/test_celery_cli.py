@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import pty
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.celery_support import (
+    PYTHON,
+    ROOT,
     SECRET,
     Proc,
     celery_env,
@@ -33,7 +39,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, 
     base = tmp_path_factory.mktemp("celery_cli")
     broker = flushed_redis(10)
     make_sqlite(base / "app.sqlite3", rows=700)
+    make_sqlite(base / "big.sqlite3", rows=1000, blob_kib=100)
     env = celery_env(base, broker)
+    env["DBJOBS_DATABASES"] += f";big=sqlite:///{base / 'big.sqlite3'}"
     worker: Proc = start_worker(env, base)
     try:
         yield env, base, broker
@@ -71,7 +79,7 @@ def test_unknown_alias_fails_cleanly_and_writes_nothing(stack) -> None:
     done = run_cli(env, base, "backup", "--database", "nope", "--wait")
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "error: unknown database alias 'nope' (configured: default, scratch, secretpg); "
+        "error: unknown database alias 'nope' (configured: big, default, scratch, secretpg); "
         "set DBJOBS_DATABASE_URL or add it to DBJOBS_DATABASES"]
     assert manifests(base / "backups") == before
     assert SECRET not in redis_values(broker)
@@ -136,3 +144,21 @@ def test_an_unreachable_database_is_retried_without_leaking_its_password(stack) 
     assert shown.returncode == 0 and f"task {task_id} (dbjobs.backup) is retry" in shown.stdout
     assert SECRET not in redis_values(broker) and SECRET not in shown.stdout + shown.stderr
     client.close()
+
+
+def test_wait_on_a_terminal_draws_the_workers_progress(stack) -> None:
+    env, base, _ = stack
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run([PYTHON, str(ROOT / "cli.py"), "backup", "--database", "big", "--wait"], env=env,
+                              cwd=base, stdout=subprocess.PIPE, stderr=follower, text=True, timeout=120, check=False)
+        os.close(follower)
+        drawn = b""
+        with contextlib.suppress(OSError):
+            while chunk := os.read(leader, 65536):
+                drawn += chunk
+    finally:
+        os.close(leader)
+    assert done.returncode == 0 and "backup big-" in done.stdout
+    bar = drawn.decode(errors="replace")
+    assert "check" in bar and "dump" in bar and "100%" in bar, bar
