@@ -64,10 +64,14 @@ def submit(args: argparse.Namespace, name: str, kwargs: dict[str, Any], render: 
     """Run or submit a job, then print its result as text or JSON."""
     settings = load_settings()
     result = execute(settings, name, kwargs, args)
-    if result is None:
-        return 0
-    print(json.dumps(result, indent=2, sort_keys=True) if args.json else render(result))
+    if result is not None:
+        show(args, result, render)
     return 0
+
+
+def show(args: argparse.Namespace, result: dict[str, Any], render: Renderer) -> None:
+    """Print a job's result as text, or as JSON with --json."""
+    print(json.dumps(result, indent=2, sort_keys=True) if args.json else render(result))
 
 
 def render_backup(r: dict[str, Any]) -> str:
@@ -115,14 +119,21 @@ def cmd_result(args: argparse.Namespace) -> int:
         wait_for(args.task_id)
         current = status(args.task_id)
     if current.result is None:
-        print(json.dumps(current.to_dict(), indent=2, sort_keys=True) if args.json else
-              f"task {current.id} ({current.name or 'unknown job'}) is {current.state.lower()}"
-              + (f": {current.progress.phase} {current.progress.done}/{current.progress.total or '?'}"
-                 if current.progress else ""))
-        return 0
-    render = RENDERERS.get(current.name or "", render_any)
-    print(json.dumps(current.result, indent=2, sort_keys=True) if args.json else render(current.result))
+        show(args, current.to_dict(), render_unfinished)
+    else:
+        show(args, current.result, RENDERERS.get(current.name or "", render_any))
     return 0
+
+
+UNFINISHED = {"PENDING": "queued", "RECEIVED": "queued", "STARTED": "running", "PROGRESS": "running",
+              "RETRY": "waiting to be retried"}
+
+
+def render_unfinished(r: dict[str, Any]) -> str:
+    """One line for a task that has not finished: where it is and how far it got."""
+    p = r["progress"]
+    where = f": {p['phase']} {human_size(p['done'])} of {human_size(p['total']) if p['total'] else '?'}" if p else ""
+    return f"task {r['id']} ({r['name'] or 'unknown job'}) is {UNFINISHED.get(r['state'], r['state'].lower())}{where}"
 
 
 def require_broker(what: str) -> Settings:

@@ -141,13 +141,17 @@ def test_an_unreachable_database_is_retried_without_leaking_its_password(stack) 
 
     wait_until(lambda: state() == "RETRY", 20, lambda: f"task stayed {state()}")
     shown = run_cli(env, base, "result", task_id)
-    assert shown.returncode == 0 and f"task {task_id} (dbjobs.backup) is retry" in shown.stdout
+    assert shown.returncode == 0 and f"task {task_id} (dbjobs.backup) is waiting to be retried" in shown.stdout
     assert SECRET not in redis_values(broker) and SECRET not in shown.stdout + shown.stderr
     client.close()
 
 
 def test_wait_on_a_terminal_draws_the_workers_progress(stack) -> None:
-    env, base, _ = stack
+    env, base, broker = stack
+    import redis
+
+    # A lock that expires in 2 s holds the job back until the CLI is surely listening.
+    redis.Redis.from_url(broker).set("dbjobs:lock:big", "test holder x", px=2000)
     leader, follower = pty.openpty()
     try:
         done = subprocess.run([PYTHON, str(ROOT / "cli.py"), "backup", "--database", "big", "--wait"], env=env,
