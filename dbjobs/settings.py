@@ -7,6 +7,7 @@ typo when the process starts rather than when the first scheduled job fails at 3
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -79,7 +80,9 @@ def _number(env: Mapping[str, str], name: str, default: float, *, integer: bool)
     except ValueError:
         kind = "a whole number" if integer else "a number"
         raise ConfigError(f"{name}={raw!r} is not {kind}") from None
-    if value < 0 or value != value:
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}={raw!r} must be a finite number")
+    if value < 0:
         raise ConfigError(f"{name}={raw!r} must not be negative")
     return value
 
