@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import random
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import redis
 from celery import Task, states
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_ready
 from kombu.exceptions import OperationalError
 
 from dbjobs.errors import DatabaseUnavailableError, DbjobsError, JobTimeoutError
@@ -118,3 +120,21 @@ def register(job: Job) -> Task:
 
 
 TASKS: dict[str, Task] = {name: register(job) for name, job in JOBS.items()}
+
+
+def initial_snapshots() -> None:
+    """Start each database's schema history (SPEC: an initial snapshot on start); never fails the worker."""
+    from dbjobs.schema.history import ensure_initial_snapshots
+
+    try:
+        outcome = ensure_initial_snapshots(load_settings())
+    except Exception:
+        log.exception("initial schema snapshots failed")
+        return
+    for alias, state in outcome.items():
+        log.info("initial schema snapshot of %s: %s", alias, state)
+
+
+@worker_ready.connect
+def _on_worker_ready(**_: Any) -> None:
+    threading.Thread(target=initial_snapshots, name="initial-snapshots", daemon=True).start()
