@@ -160,3 +160,19 @@ def test_postgres_sequence_and_enum_changes_are_detected_and_reverted(pg_url: st
     assert live.sequences == {"invoice_no": {"increment": 10, "start": 1000, "type": "bigint"}}
     apply(db, Path(result.file), reverse=True)
     assert take_snapshot(db).sequences == {} and take_snapshot(db).enums == {}
+
+
+def test_schema_status_for_the_status_command(db_url: str, tmp_path) -> None:
+    from dbjobs.schema.status import schema_status
+
+    db = database(db_url)
+    assert schema_status(db, tmp_path).snapshot_file is None
+    _create_models(db)
+    ensure_initial_snapshot(db, tmp_path)
+    status = schema_status(db, tmp_path)
+    assert status.matches_snapshot is True and status.pending == [] and status.drifted == []
+    engine = db.create_engine()
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE extra (id INTEGER PRIMARY KEY)"))
+    engine.dispose()
+    assert schema_status(db, tmp_path).to_dict()["matches_snapshot"] is False
