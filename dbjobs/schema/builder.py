@@ -113,14 +113,18 @@ class SchemaBuilder:
 
 
 def _mysql_rules(table: Table) -> None:
-    """MySQL: unique indexes are unique constraints, FKs create their own index, MariaDB JSON is checked LONGTEXT."""
-    fk_indexes = {(tuple(fk["columns"]), name) for fk in table["foreign_keys"]
+    """MySQL: unique indexes are unique constraints, FKs create their own index (remembered on the FK, to
+    drop it with the FK), MariaDB JSON is checked LONGTEXT."""
+    fk_indexes = {(tuple(fk["columns"]), name): fk for fk in table["foreign_keys"]
                   for name in (fk["name"], fk["columns"][0])}
     kept = []
     for index in table["indexes"]:
+        owner = fk_indexes.get((tuple(index["columns"]), index["name"]))
         if index["unique"] and not index["where"]:
             table["uniques"].append({"name": index["name"], "columns": index["columns"]})
-        elif (tuple(index["columns"]), index["name"]) not in fk_indexes:
+        elif owner is not None:
+            owner["index"] = index["name"]
+        else:
             kept.append(index)
     table["indexes"] = kept
     json_checks = {expression_key(f"json_valid({c['name']})"): c for c in table["columns"]}

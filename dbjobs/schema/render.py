@@ -199,7 +199,7 @@ def _drop_constraint(em: _Emitter, c: Change, state: Snapshot) -> list[str] | No
     type_ = {"drop_unique": "unique", "drop_fk": "foreignkey", "drop_check": "check"}[c.kind]
     em.op.drop_constraint(c.before["name"], c.name, type_=type_)
     if em.dialect.name == "mysql" and c.kind == "drop_fk" and not _indexed(state.tables[c.name], c.before["columns"]):
-        return [f"ALTER TABLE {q(c.name)} DROP INDEX {q(c.before['name'])}"]
+        return [f"ALTER TABLE {q(c.name)} DROP INDEX {q(c.before.get('index') or c.before['name'])}"]
     return None
 
 

@@ -15,17 +15,18 @@ Build = Callable[[sa.MetaData], None]
 
 
 def base(md: sa.MetaData, *extra: sa.Column | sa.Constraint | sa.Index, name_type: sa.types.TypeEngine | None = None,
-         qty_nullable: bool = True, qty_default: str | None = None, note: str = "note") -> sa.Table:
+         qty_nullable: bool = True, qty_default: str | None = None, note: str = "note",
+         qty_type: type[sa.types.TypeEngine] = sa.Integer, note_comment: str | None = None) -> sa.Table:
     return sa.Table("t", md, sa.Column("id", sa.Integer, primary_key=True),
                     sa.Column("name", name_type or sa.String(20), nullable=False),
-                    sa.Column("qty", sa.Integer, nullable=qty_nullable,
+                    sa.Column("qty", qty_type, nullable=qty_nullable,
                               server_default=sa.text(qty_default) if qty_default else None),
-                    sa.Column(note, sa.String(50)), *extra)
+                    sa.Column(note, sa.String(50), comment=note_comment), *extra)
 
 
-def child(md: sa.MetaData, ondelete: str | None = None, fk: bool = True) -> sa.Table:
+def child(md: sa.MetaData, ondelete: str | None = None, fk: bool = True, name: str = "u") -> sa.Table:
     ref = [sa.ForeignKey("t.id", ondelete=ondelete)] if fk else []
-    return sa.Table("u", md, sa.Column("id", sa.Integer, primary_key=True), sa.Column("t_id", sa.Integer, *ref))
+    return sa.Table(name, md, sa.Column("id", sa.Integer, primary_key=True), sa.Column("t_id", sa.Integer, *ref))
 
 
 SCENARIOS: dict[str, tuple[Build, Build]] = {
@@ -46,6 +47,16 @@ SCENARIOS: dict[str, tuple[Build, Build]] = {
     "foreign key on delete": (lambda md: (base(md), child(md, fk=False)),
                               lambda md: (base(md), child(md, ondelete="CASCADE"))),
     "check constraint": (lambda md: base(md), lambda md: base(md, sa.CheckConstraint("qty >= 0", name="ck_t_qty"))),
+    "drop check constraint": (lambda md: base(md, sa.CheckConstraint("qty >= 0", name="ck_t_qty")),
+                              lambda md: base(md)),
+    "drop foreign key": (lambda md: (base(md), child(md, ondelete="SET NULL")),
+                         lambda md: (base(md), child(md, fk=False))),
+    "unique index": (lambda md: base(md), lambda md: base(md, sa.Index("ux_t_name", "name", unique=True))),
+    "widen integer to bigint": (lambda md: base(md), lambda md: base(md, qty_type=sa.BigInteger)),
+    "drop not null and default": (lambda md: base(md, qty_nullable=False, qty_default="3"), lambda md: base(md)),
+    "rename table": (lambda md: (base(md), child(md, fk=False)),
+                     lambda md: (base(md), child(md, fk=False, name="u_renamed"))),
+    "comment": (lambda md: base(md), lambda md: base(md, note_comment="shown to users")),
 }
 ROWS = {"t": [{"id": i, "name": f"n{i}", "qty": i, "note": f"x{i}"} for i in (1, 2, 3)]}
 
