@@ -124,6 +124,8 @@ def apply_changes(snapshot: Snapshot, changes: list[Change]) -> Snapshot:
                 _rename_references(tables, name, change.before["name"], change.after["name"])
         elif kind == "set_primary_key":
             tables.own(name)["primary_key"] = copy.deepcopy(change.after)
+        elif kind == "set_table_comment":
+            tables.own(name)["comment"] = change.after
         elif kind.partition("_")[2] in CONSTRAINT_LISTS:
             verb, _, what = kind.partition("_")
             items = tables.own(name)[CONSTRAINT_LISTS[what]]

@@ -59,7 +59,7 @@ def diff(before: Snapshot, after: Snapshot) -> list[Change]:
         *_named_objects("enum", mid.enums, after.enums, alter=True),
         *_named_objects("sequence", mid.sequences, after.sequences, alter=False),
         *_create_tables(after.tables, created),
-        *phase("add_column", "alter_column", "drop_column", "set_primary_key"),
+        *phase("add_column", "alter_column", "drop_column", "set_primary_key", "set_table_comment"),
         *phase("add_unique", "add_index", "add_check"),
         *phase("add_fk"),
         *_dropped_named_objects("enum", mid.enums, after.enums),
@@ -121,6 +121,8 @@ def _table_changes(name: str, old: dict[str, Any], new: dict[str, Any]) -> list[
         changes += [Change("alter_column", name, old_cols[n], c) for n, c in new_cols.items()
                     if n in old_cols and old_cols[n] != c]
         changes += [Change("drop_column", name, c, None) for n, c in old_cols.items() if n not in new_cols]
+    if old.get("comment") != new.get("comment"):
+        changes.append(Change("set_table_comment", name, old.get("comment"), new.get("comment")))
     old_pk, new_pk = old["primary_key"], new["primary_key"]
     if (old_pk and old_pk["columns"]) != (new_pk and new_pk["columns"]):
         changes.append(Change("set_primary_key", name, old_pk, new_pk))

@@ -24,7 +24,7 @@ from dbjobs.schema.sqlparse import split_statements
 
 REBUILD_PREFIX = "_dbjobs_new_"
 SQLITE_NATIVE = {"create_table", "drop_table", "rename_table", "rename_column", "add_index", "drop_index",
-                 "create_view", "drop_view"}
+                 "create_view", "drop_view", "set_table_comment"}
 TABLE_KINDS = {"add_column", "drop_column", "alter_column", "rename_column", "set_primary_key", "add_unique",
                "drop_unique", "add_index", "drop_index", "add_fk", "drop_fk", "add_check", "drop_check"}
 INTEGER_TYPES = {"integer": sa.Integer, "int": sa.Integer, "bigint": sa.BigInteger, "smallint": sa.SmallInteger}
@@ -184,6 +184,16 @@ def _set_primary_key(em: _Emitter, c: Change, _: Snapshot) -> None:
         em.op.create_primary_key(c.after["name"] or f"{c.name}_pkey", c.name, c.after["columns"])
 
 
+def _set_table_comment(em: _Emitter, c: Change) -> None:
+    """SQLite keeps no comments (its snapshots never have one to change)."""
+    if em.dialect.name == "sqlite":
+        return
+    if c.after is None:
+        em.op.drop_table_comment(c.name, existing_comment=c.before)
+    else:
+        em.op.create_table_comment(c.name, c.after, existing_comment=c.before)
+
+
 def _rename_column(em: _Emitter, c: Change, _: Snapshot) -> list[str] | None:
     if em.dialect.name == "sqlite":
         q = em.quote
@@ -232,6 +242,7 @@ _RENDERERS: dict[str, Callable[[_Emitter, Change, Snapshot], list[str] | None]] 
     "rename_column": _rename_column,
     "alter_column": lambda em, c, _: _alter_column(em, c.name, c.before, c.after),
     "set_primary_key": _set_primary_key,
+    "set_table_comment": lambda em, c, _: _set_table_comment(em, c),
     "add_unique": lambda em, c, _: em.op.create_unique_constraint(c.after["name"], c.name, c.after["columns"]),
     "add_index": lambda em, c, _: _create_index(em, c.name, c.after),
     "drop_index": lambda em, c, _: em.op.drop_index(c.before["name"], table_name=c.name),

@@ -41,7 +41,7 @@ def _for_engine(snapshot: Snapshot, engine: str) -> Snapshot:
                 default = "'x'"
             comment = None if engine == "sqlite" else column["comment"]
             columns.append({**column, "type": type_, "default": default, "comment": comment})
-        tables[name] = {**table, "columns": columns}
+        tables[name] = {**table, "columns": columns, "comment": None if engine == "sqlite" else table["comment"]}
         if engine == "mysql":
             tables[name]["checks"] = []
         if engine != "mysql":

@@ -16,12 +16,13 @@ Build = Callable[[sa.MetaData], None]
 
 def base(md: sa.MetaData, *extra: sa.Column | sa.Constraint | sa.Index, name_type: sa.types.TypeEngine | None = None,
          qty_nullable: bool = True, qty_default: str | None = None, note: str = "note",
-         qty_type: type[sa.types.TypeEngine] = sa.Integer, note_comment: str | None = None) -> sa.Table:
+         qty_type: type[sa.types.TypeEngine] = sa.Integer, note_comment: str | None = None,
+         comment: str | None = None) -> sa.Table:
     return sa.Table("t", md, sa.Column("id", sa.Integer, primary_key=True),
                     sa.Column("name", name_type or sa.String(20), nullable=False),
                     sa.Column("qty", qty_type, nullable=qty_nullable,
                               server_default=sa.text(qty_default) if qty_default else None),
-                    sa.Column(note, sa.String(50), comment=note_comment), *extra)
+                    sa.Column(note, sa.String(50), comment=note_comment), *extra, comment=comment)
 
 
 def child(md: sa.MetaData, ondelete: str | None = None, fk: bool = True, name: str = "u") -> sa.Table:
@@ -56,7 +57,7 @@ SCENARIOS: dict[str, tuple[Build, Build]] = {
     "drop not null and default": (lambda md: base(md, qty_nullable=False, qty_default="3"), lambda md: base(md)),
     "rename table": (lambda md: (base(md), child(md, fk=False)),
                      lambda md: (base(md), child(md, fk=False, name="u_renamed"))),
-    "comment": (lambda md: base(md), lambda md: base(md, note_comment="shown to users")),
+    "comment": (lambda md: base(md), lambda md: base(md, note_comment="shown to users", comment="things")),
 }
 ROWS = {"t": [{"id": i, "name": f"n{i}", "qty": i, "note": f"x{i}"} for i in (1, 2, 3)]}
 

@@ -41,6 +41,7 @@ def tables(draw) -> dict:  # type: ignore[no-untyped-def]
                                      "unique": draw(st.booleans()), "where": None})
         if draw(st.booleans()):
             table["checks"].append({"name": None, "sqltext": draw(st.sampled_from(["id > 0", "id < 1000"]))})
+        table["comment"] = draw(st.sampled_from([None, "a table"]))
         result[name] = table
     for table in result.values():
         refs = draw(st.lists(st.sampled_from(sorted(result)), unique=True, max_size=2))
