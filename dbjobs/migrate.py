@@ -71,6 +71,11 @@ class _Session:
     def transactional(self) -> bool:
         return self.engine != "mysql"
 
+    @property
+    def mysql_lock(self) -> str:
+        """The GET_LOCK name: per database, as locks on a MySQL server are server-wide."""
+        return mysql_lock_name(self.db)
+
     def execute(self, sql: str, params: tuple[Any, ...] | None = None) -> list[tuple[Any, ...]]:
         self.cursor.execute(sql.replace("%s", self.mark) if params else sql, *([params] if params else []))
         return list(self.cursor.fetchall()) if self.cursor.description else []
@@ -86,8 +91,7 @@ class _Session:
             except self.sa_engine.dialect.loaded_dbapi.OperationalError:
                 raise busy from None
         elif self.engine == "mysql":
-            name = f"dbjobs_migrate_{self.db.database}"[:64]
-            if self.execute("SELECT GET_LOCK(%s, %s)", (name, max(self.lock_timeout, 0)))[0][0] != 1:
+            if self.execute("SELECT GET_LOCK(%s, %s)", (self.mysql_lock, max(self.lock_timeout, 0)))[0][0] != 1:
                 raise busy
         else:
             deadline = time.monotonic() + self.lock_timeout
@@ -111,7 +115,7 @@ class _Session:
     def close(self) -> None:
         try:
             if self.locked and self.engine == "mysql":
-                self.execute("SELECT RELEASE_LOCK(%s)", (f"dbjobs_migrate_{self.db.database}"[:64],))
+                self.execute("SELECT RELEASE_LOCK(%s)", (self.mysql_lock,))
             elif self.locked and self.engine == "postgresql":
                 self.execute("SELECT pg_advisory_unlock(%s)", (PG_LOCK_KEY,))
                 self.conn.commit()
@@ -131,7 +135,21 @@ class _Session:
             applied_at = applied_at.replace(tzinfo=None).isoformat(sep=" ")
         self.execute(f"INSERT INTO {LEDGER_TABLE} (name, checksum, applied_at, duration_ms, success, applied_by) "
                      "VALUES (%s, %s, %s, %s, %s, %s)",
-                     (name, checksum, applied_at, duration_ms, success, f"{getpass.getuser()}@{socket.gethostname()}"))
+                     (name, checksum, applied_at, duration_ms, success, applier()))
+
+
+def applier() -> str:
+    """`user@host` of the process applying a migration, for the ledger's applied_by."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def mysql_lock_name(db: DatabaseURL) -> str:
+    """The MySQL/MariaDB GET_LOCK name that serializes migrations of one database."""
+    return f"dbjobs_migrate_{db.database}"[:64]
 
 
 def load_for(db: DatabaseURL, file: Path) -> MigrationFile:

@@ -108,7 +108,9 @@ def _hold_lock(db, ready: threading.Event, release: threading.Event) -> None:  #
 
         cursor.execute("SELECT pg_advisory_lock(%s)", (PG_LOCK_KEY,))
     elif db.engine == "mysql":
-        cursor.execute("SELECT GET_LOCK(%s, 5)", (f"dbjobs_migrate_{db.database}"[:64],))
+        from dbjobs.migrate import mysql_lock_name
+
+        cursor.execute("SELECT GET_LOCK(%s, 5)", (mysql_lock_name(db),))
     else:
         raw.driver_connection.isolation_level = None
         cursor.execute("BEGIN EXCLUSIVE")
