@@ -21,7 +21,9 @@ from dbjobs.dburl import DatabaseURL
 from dbjobs.errors import DatabaseUnavailableError, JobLockedError, MigrationError
 from dbjobs.progress import Progress, ProgressCallback, no_progress
 from dbjobs.schema.builder import LEDGER_TABLE
+from dbjobs.schema.diff import shape_fingerprint
 from dbjobs.schema.migration_file import MigrationFile, migration_files, read_migration, rebuilt_tables
+from dbjobs.schema.snapshot import take_snapshot
 
 LEDGER_TIME_TYPE = {"postgresql": "TIMESTAMP WITH TIME ZONE", "mysql": "DATETIME(6)", "sqlite": "TEXT"}
 LEDGER_DDL = ("CREATE TABLE IF NOT EXISTS {t} (name VARCHAR(255) PRIMARY KEY, checksum CHAR(64) NOT NULL, "
@@ -182,9 +184,14 @@ def apply_migration(db: DatabaseURL, file: Path, *, allow_destructive: bool = Fa
     """Apply a migration (or its reverse section) under the migration lock and record it in the ledger."""
     migration = check_migration(db, file, allow_destructive=allow_destructive, reverse=reverse)
     statements = migration.reverse if reverse else migration.forward
+    expected = migration.shapes[1 if reverse else 0] if migration.shapes else None
+    live = shape_fingerprint(take_snapshot(db)) if expected else None
     session = _Session(db, lock_timeout)
     result = ApplyResult(db.alias, migration.name, "applied", session.transactional, len(statements),
                          migration.checksum)
+    if live != expected:
+        result.notes.append(f"the schema of {db.alias!r} is not the one this migration was generated from "
+                            f"(shape {(live or '?')[:12]} instead of {(expected or '?')[:12]}): check the result")
     if not session.transactional:
         result.notes.append("MySQL/MariaDB commit each DDL statement: a failure part-way cannot be rolled back")
     try:

@@ -18,7 +18,7 @@ from dbjobs.dburl import DatabaseURL
 from dbjobs.errors import MigrationError
 from dbjobs.progress import Progress, ProgressCallback, no_progress
 from dbjobs.schema.changes import Change, apply_changes, invert
-from dbjobs.schema.diff import diff
+from dbjobs.schema.diff import diff, shape_fingerprint
 from dbjobs.schema.history import latest_snapshot, record_snapshot, snapshot_dir, write_text
 from dbjobs.schema.lint import lint
 from dbjobs.schema.migration_file import MigrationFile, next_migration_name
@@ -56,7 +56,8 @@ def build_migration(before: Snapshot, after: Snapshot, name: str, changes: list[
     reached = apply_changes(before, changes)
     warnings = lint(changes, before.engine, breaks)
     return MigrationFile(name, before.engine, before.fingerprint, after.fingerprint, warnings,
-                                  render(changes, before), render(invert(changes), reached))
+                         render(changes, before), render(invert(changes), reached),
+                         (shape_fingerprint(before), shape_fingerprint(after)))
 
 
 def detect_migrations(db: DatabaseURL, schema_dir: Path, models: str | None = None,

@@ -11,6 +11,7 @@ are reported as a rename, never silently as drop+add; lint warns about every ren
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 from dbjobs.schema.changes import CONSTRAINT_LISTS, Change, apply_changes, constraint_key, invert
@@ -33,6 +34,13 @@ def comparable(snapshot: Snapshot) -> dict[str, Any]:
                for what, key in CONSTRAINT_LISTS.items()},
         }
     return {"tables": tables, "enums": snapshot.enums, "sequences": snapshot.sequences, "views": snapshot.views}
+
+
+def shape_fingerprint(snapshot: Snapshot) -> str:
+    """SHA-256 of `comparable`: equal for two databases with the same schema whatever their constraint names,
+    so a migration can check it is applied to the schema it was generated from."""
+    canonical = json.dumps(comparable(snapshot), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def diff(before: Snapshot, after: Snapshot) -> list[Change]:

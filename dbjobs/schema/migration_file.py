@@ -4,6 +4,7 @@
     -- engine: postgresql
     -- from: <fingerprint of the schema it starts from>
     -- to: <fingerprint of the schema it produces>
+    -- shape: <the same two, constraint names aside: what apply-migration compares with the database>
     -- warning[destructive]: drops column users.email and its data
     -- +dbjobs forward
     ALTER TABLE users ADD COLUMN email VARCHAR(200);
@@ -47,6 +48,7 @@ class MigrationFile:
     warnings: list[LintWarning] = field(default_factory=list)
     forward: list[str] = field(default_factory=list)
     reverse: list[str] = field(default_factory=list)
+    shapes: tuple[str, str] | None = None
 
     @property
     def checksum(self) -> str:
@@ -57,6 +59,8 @@ class MigrationFile:
         """The file's content."""
         lines = [f"-- dbjobs migration {self.name}", f"-- engine: {self.engine}",
                  f"-- from: {self.from_fingerprint or 'none'}", f"-- to: {self.to_fingerprint or 'none'}"]
+        if self.shapes:
+            lines.append(f"-- shape: {self.shapes[0]} -> {self.shapes[1]}")
         lines += [f"-- warning[{w.category}]: {w.message}" for w in self.warnings]
         lines += ["-- Statements end with ';'. Edit them if needed before applying; an applied file must not change.",
                   "", FORWARD, *[s + ";" for s in self.forward], "", REVERSE, *[s + ";" for s in self.reverse], ""]
@@ -110,8 +114,10 @@ def parse_migration(text: str, name: str) -> MigrationFile:
         value = header.get(key, "none")
         return None if value == "none" else value
 
+    shape = header.get("shape", "").split(" -> ")
     return MigrationFile(name, engine, fingerprint("from"), fingerprint("to"), warnings,
-                         split_statements(forward), split_statements(reverse))
+                         split_statements(forward), split_statements(reverse),
+                         (shape[0].strip(), shape[1].strip()) if len(shape) == 2 else None)
 
 
 def read_migration(path: Path) -> MigrationFile:

@@ -180,3 +180,21 @@ def test_pending_files_are_all_checked_before_the_first_runs(db_url: str, tmp_pa
     assert "a" not in take_snapshot(db).tables
     assert [r.status for r in apply_pending(db, tmp_path, allow_destructive=True)] == ["applied", "applied"]
     assert pending_migrations(db, tmp_path) == []
+
+
+def test_applying_to_another_schema_than_the_one_generated_from_is_noted(sqlite_url: str, tmp_path) -> None:
+    from tests.integration.schema_helpers import create, write_migration
+
+    db = database(sqlite_url)
+    md = sa.MetaData()
+    sa.Table("t", md, sa.Column("id", sa.Integer, primary_key=True))
+    create(db, md)
+    target = sa.MetaData()
+    sa.Table("t", target, sa.Column("id", sa.Integer, primary_key=True), sa.Column("x", sa.Integer))
+    path, _ = write_migration(db, target, tmp_path)
+    engine = db.create_engine()
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE other (id INTEGER)"))
+    engine.dispose()
+    notes = apply(db, path)["notes"]
+    assert any("not the one this migration was generated from" in n for n in notes)

@@ -66,7 +66,8 @@ def test_migration_file_round_trips_and_checksums_statements_only() -> None:
 
     migration = MigrationFile("0001_20260101T000000_x", "sqlite", "a" * 64, "b" * 64,
                               [LintWarning(DESTRUCTIVE, "drops column t.x and its data")],
-                              ["ALTER TABLE t DROP COLUMN x"], ["ALTER TABLE t ADD COLUMN x INTEGER"])
+                              ["ALTER TABLE t DROP COLUMN x"], ["ALTER TABLE t ADD COLUMN x INTEGER"],
+                              ("c" * 64, "d" * 64))
     parsed = parse_migration(migration.to_text(), migration.name)
     assert parsed == migration
     edited = parse_migration(migration.to_text().replace("-- Statements", "-- reviewed by me\n-- Statements"), "n")
