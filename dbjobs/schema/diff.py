@@ -27,7 +27,7 @@ def comparable(snapshot: Snapshot) -> dict[str, Any]:
     for name, table in snapshot.tables.items():
         pk = table["primary_key"]
         tables[name] = {
-            "columns": sorted((tuple(sorted(c.items())) for c in table["columns"]), key=repr),
+            "columns": sorted(table["columns"], key=lambda c: c["name"]),
             "primary_key": tuple(pk["columns"]) if pk else None,
             "comment": table.get("comment"),
             **{what: sorted((constraint_key(what, item) for item in table[key]), key=repr)
