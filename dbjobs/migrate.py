@@ -23,7 +23,7 @@ from dbjobs.progress import Progress, ProgressCallback, no_progress
 from dbjobs.schema.builder import LEDGER_TABLE
 from dbjobs.schema.diff import shape_fingerprint
 from dbjobs.schema.migration_file import MigrationFile, migration_files, read_migration, rebuilt_tables
-from dbjobs.schema.snapshot import take_snapshot
+from dbjobs.schema.snapshot import first_line, take_snapshot
 
 LEDGER_TIME_TYPE = {"postgresql": "TIMESTAMP WITH TIME ZONE", "mysql": "DATETIME(6)", "sqlite": "TEXT"}
 LEDGER_DDL = ("CREATE TABLE IF NOT EXISTS {t} (name VARCHAR(255) PRIMARY KEY, checksum CHAR(64) NOT NULL, "
@@ -61,7 +61,7 @@ class _Session:
             self.raw = self.sa_engine.raw_connection()
         except Exception as exc:
             raise DatabaseUnavailableError(f"cannot connect to database {db.alias!r} at {db.redacted()}: "
-                                           f"{getattr(exc, 'orig', exc)}") from None
+                                           f"{first_line(getattr(exc, 'orig', exc))}") from None
         self.conn: Any = self.raw.driver_connection
         self.cursor = self.conn.cursor()
         if self.engine == "sqlite":
@@ -242,7 +242,7 @@ def _run(session: _Session, migration: MigrationFile, statements: list[str], rev
             if not session.transactional and not reverse:
                 session.record(migration.name, migration.checksum, 0, False)
                 session.commit()
-            message = str(getattr(exc, "args", [exc])[-1] if exc.args else exc).splitlines()[0]
+            message = first_line(exc.args[-1] if exc.args else exc)
             raise MigrationError(f"{migration.name}: statement {done} of {len(statements)} failed ({message}): "
                                  f"{statement[:200]}; {state}") from None
     _check_sqlite_foreign_keys(session, migration.name, statements)
@@ -285,6 +285,7 @@ def record_applied(db: DatabaseURL, file: Path) -> None:
 def applied_migrations(db: DatabaseURL) -> dict[str, str]:
     """Name → checksum of every successfully applied migration (empty before the first apply)."""
     from sqlalchemy import inspect, text
+    from sqlalchemy.exc import DBAPIError
 
     engine = db.create_engine()
     try:
@@ -293,6 +294,9 @@ def applied_migrations(db: DatabaseURL) -> dict[str, str]:
                 return {}
             rows = conn.execute(text(f"SELECT name, checksum FROM {LEDGER_TABLE} WHERE success = :ok"), {"ok": True})
             return {name: checksum for name, checksum in rows}
+    except DBAPIError as exc:
+        raise DatabaseUnavailableError(f"cannot read the migration ledger of {db.alias!r} at {db.redacted()}: "
+                                       f"{first_line(exc.orig)}") from None
     finally:
         engine.dispose()
 

@@ -94,11 +94,18 @@ def take_snapshot(db: DatabaseURL) -> Snapshot:
             reader(conn, builder)
     except DBAPIError as exc:
         raise DatabaseUnavailableError(
-            f"cannot read the schema of database {db.alias!r} at {db.redacted()}: {exc.orig}; check the server and URL"
+            f"cannot read the schema of database {db.alias!r} at {db.redacted()}: {first_line(exc.orig)}; "
+            "check the server and URL"
         ) from None
     finally:
         engine.dispose()
     return Snapshot.from_builder(builder)
+
+
+def first_line(error: object) -> str:
+    """A driver's error message on one line (they often add hints on further lines)."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def snapshot_from_models(spec: str, engine: str = "postgresql") -> Snapshot:

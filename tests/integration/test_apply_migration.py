@@ -198,3 +198,18 @@ def test_applying_to_another_schema_than_the_one_generated_from_is_noted(sqlite_
     engine.dispose()
     notes = apply(db, path)["notes"]
     assert any("not the one this migration was generated from" in n for n in notes)
+
+
+def test_an_unreachable_database_is_a_one_line_error(tmp_path) -> None:
+    from dbjobs.dburl import parse_url
+    from dbjobs.errors import DatabaseUnavailableError
+
+    db = parse_url("gone", "postgresql://someone:pw-secret@127.0.0.1:1/nothing")
+    with pytest.raises(DatabaseUnavailableError) as error:
+        pending_migrations(db, tmp_path)
+    with pytest.raises(DatabaseUnavailableError) as snapshot_error:
+        take_snapshot(db)
+    with pytest.raises(DatabaseUnavailableError) as apply_error:
+        apply(db, write(tmp_path, "postgresql", "SELECT 1;"))
+    for failure in (error, snapshot_error, apply_error):
+        assert "pw-secret" not in str(failure.value) and "\n" not in str(failure.value)
