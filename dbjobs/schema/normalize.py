@@ -36,6 +36,7 @@ _MYSQL_INT_WIDTH = re.compile(r"^(tinyint|smallint|mediumint|int|integer|bigint)
 _PG_CAST = re.compile(r"::(?:\"[^\"]+\"|[a-z_][a-z0-9_]*)(?:\s+(?:varying|precision|with(?:out)? time zone))*(?:\[\])?"
                       r"(?:\(\d+(?:,\d+)?\))?", re.IGNORECASE)
 _PAREN_LITERAL = re.compile(r"\((-?\d+(?:\.\d+)?|'(?:[^']|'')*')\)")
+_QUOTED_IDENTIFIER = re.compile(r"[`\"]([A-Za-z_][A-Za-z0-9_]*)[`\"]")
 _QUOTED_NUMBER = re.compile(r"^'(-?\d+(?:\.\d+)?)'$")
 _NUMBER = re.compile(r"^(-?\d+)(\.\d+)$")
 
@@ -119,14 +120,25 @@ def normalize_expression(engine: str, raw: str) -> str:
         text = text[5:].strip()
     if engine == "postgresql":
         text = outside_quotes(text, lambda part: _PG_CAST.sub("", part))
-    text = outside_quotes(text, lambda part: re.sub(r"[`\"]([A-Za-z_][A-Za-z0-9_]*)[`\"]", r"\1", part))
+    quote = _quoter(engine)
+    text = outside_quotes(text, lambda part: _QUOTED_IDENTIFIER.sub(
+        lambda m: m.group(1) if quote(m.group(1)) == m.group(1) else m.group(0), part))
     return strip_outer_parens(_PAREN_LITERAL.sub(r"\1", text))
+
+
+@lru_cache(maxsize=4)
+def _quoter(engine: str):  # type: ignore[no-untyped-def]
+    """The engine's identifier quoting: an identifier it would not quote can lose its quotes."""
+    from dbjobs.schema.models import dialect_for
+
+    return dialect_for(engine).identifier_preparer.quote
 
 
 @lru_cache(maxsize=4096)
 def expression_key(text: str) -> str:
-    """A comparison key that ignores parentheses, spacing and keyword case (engines re-parenthesize checks)."""
-    return outside_quotes(text, lambda part: re.sub(r"[\s()]", "", part.lower()))
+    """A comparison key that ignores parentheses, spacing, identifier quotes and case (engines re-parenthesize
+    checks and quote identifiers their own way)."""
+    return outside_quotes(text, lambda part: re.sub(r"[\s()`\"]", "", part.lower()))
 
 
 @lru_cache(maxsize=4096)

@@ -109,3 +109,29 @@ def test_postgres_enum_value_added_and_removed(pg_url: str, tmp_path) -> None:
 
     assert_schema(db, snapshot_of_metadata(md_a, "postgresql"))
     assert rows(db, "SELECT id, mood::text FROM t ORDER BY id") == [(1, "ok"), (2, "sad")]
+
+
+def test_reserved_words_and_mixed_case_names_are_quoted(db_url: str, tmp_path) -> None:
+    from dbjobs.schema.models import dialect_for, snapshot_of_metadata
+
+    db = database(db_url)
+    select = dialect_for(db.engine).identifier_preparer.quote("select")
+
+    def build(changed: bool) -> sa.MetaData:
+        md = sa.MetaData()
+        extra = [sa.Column("group", sa.String(10), server_default="g"), sa.Index("ix_order_user", "user"),
+                 sa.CheckConstraint(f"{select} >= 0", name="ck_order_select")] if changed else []
+        sa.Table("order", md, sa.Column("id", sa.Integer, primary_key=True), sa.Column("user", sa.String(20)),
+                 sa.Column("select", sa.Integer, nullable=not changed), sa.Column("Mixed", sa.Integer), *extra)
+        return md
+
+    create(db, build(False), {"order": [{"id": 1, "user": "u", "select": 1, "Mixed": 2}]})
+    path, expected = write_migration(db, build(True), tmp_path)
+    apply(db, path)
+    assert_schema(db, expected)
+    apply(db, path, reverse=True)
+    assert_schema(db, snapshot_of_metadata(build(False), db.engine))
+    engine = db.create_engine()
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(build(False).tables["order"])).all() == [(1, "u", 1, 2)]
+    engine.dispose()
