@@ -61,12 +61,13 @@ def _reset(db: DatabaseURL, engine: Any) -> None:
             conn.exec_driver_sql("CREATE SCHEMA public")
         else:
             live = take_snapshot(db)
+            quote = engine.dialect.identifier_preparer.quote
             if db.engine == "mysql":
                 conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 0")
             for view in live.views:
-                conn.exec_driver_sql(f"DROP VIEW {view}")
+                conn.exec_driver_sql(f"DROP VIEW {quote(view)}")
             for table in live.tables:
-                conn.exec_driver_sql(f"DROP TABLE {table}")
+                conn.exec_driver_sql(f"DROP TABLE {quote(table)}")
 
 
 def _run(engine: Any, statements: list[str]) -> None:

@@ -14,8 +14,8 @@ from dbjobs.schema.diff import comparable, diff
 from dbjobs.schema.snapshot import Snapshot
 
 TYPES = ["integer", "bigint", "varchar(20)", "text", "boolean", "numeric(10,2)"]
-COLUMN_NAMES = ["id", "a", "b", "c", "d", "e"]
-TABLE_NAMES = ["t1", "t2", "t3", "t4"]
+COLUMN_NAMES = ["id", "a", "b", "c", "select", "Mixed"]
+TABLE_NAMES = ["t1", "t2", "order", "T4"]
 
 
 @st.composite
