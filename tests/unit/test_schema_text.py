@@ -152,3 +152,13 @@ def test_bad_models_specs_are_config_errors() -> None:
                           ("json:nothing", "has no attribute"), ("json:dumps", "neither a MetaData")]:
         with pytest.raises(ConfigError, match=message):
             snapshot_from_models(spec, "sqlite")
+
+
+@pytest.mark.parametrize(("default", "extra", "expected"), [
+    ("abc", "", "'abc'"), ("it's", "", "'it''s'"), ("0", "", "0"), ("-1.5", "", "-1.5"),
+    ("CURRENT_TIMESTAMP", "DEFAULT_GENERATED", "CURRENT_TIMESTAMP"), ("\x02", "", None),
+])
+def test_mysql8_literal_defaults_are_quoted_like_mariadb(default: str, extra: str, expected: str | None) -> None:
+    from dbjobs.schema.catalog.mysql import mysql8_default
+
+    assert mysql8_default(default, extra) == expected

@@ -1,11 +1,13 @@
 """Read a MySQL/MariaDB database (the connection's current database) from information_schema.
 
 MariaDB's CHECK_CONSTRAINTS names the table (its check names are only unique per table);
-MySQL 8's does not, so there the table comes from TABLE_CONSTRAINTS.
+MySQL 8's does not, so there the table comes from TABLE_CONSTRAINTS. MySQL 8 also reports
+literal defaults unquoted, where MariaDB quotes them.
 """
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 
 from sqlalchemy import Connection, text
@@ -50,17 +52,42 @@ _VIEWS = "SELECT TABLE_NAME, VIEW_DEFINITION FROM information_schema.VIEWS WHERE
 
 def read(conn: Connection, builder: SchemaBuilder) -> None:
     """Fill `builder` with every base table, its constraints and indexes, and the views."""
+    mariadb = "mariadb" in str(conn.execute(text("SELECT VERSION()")).scalar()).lower()
     for table, comment in conn.execute(text(_TABLES)):
         builder.table(table, comment or None)
+    _columns(conn, builder, mariadb)
+    _indexes(conn, builder)
+    _foreign_keys(conn, builder)
+    for table, name, clause in conn.execute(text(_CHECKS if mariadb else _CHECKS_MYSQL8)):
+        if table in builder.tables:
+            builder.check(table, name, clause)
+    for name, definition in conn.execute(text(_VIEWS)):
+        builder.view(name, definition)
+
+
+def _columns(conn: Connection, builder: SchemaBuilder, mariadb: bool) -> None:
     conn.execute(text("SET SESSION group_concat_max_len = 1073741824"))
     for table, packed in conn.execute(text(_COLUMNS)):
         if table not in builder.tables:
             continue
         for column in packed.split("\x1e"):
             name, type_, nullable, default, extra, comment = column.split("\x1f")
-            builder.column(table, name, type_, nullable=nullable == "YES",
-                           default=None if default == "\x02" else default,
+            value = None if default == "\x02" else default if mariadb else mysql8_default(default, extra)
+            builder.column(table, name, type_, nullable=nullable == "YES", default=value,
                            autoincrement="auto_increment" in extra.lower(), comment=comment or None)
+
+
+def mysql8_default(default: str, extra: str) -> str | None:
+    """MySQL 8 reports a literal default unquoted (MariaDB quotes it): quote it unless it is a number or
+    an expression (`DEFAULT_GENERATED`)."""
+    if default == "\x02":
+        return None
+    if "default_generated" in extra.lower() or re.fullmatch(r"-?\d+(\.\d+)?", default):
+        return default
+    return "'" + default.replace("'", "''") + "'"
+
+
+def _indexes(conn: Connection, builder: SchemaBuilder) -> None:
     indexes: dict[tuple[str, str], tuple[bool, list[str]]] = {}
     for table, name, non_unique, column in conn.execute(text(_INDEXES)):
         indexes.setdefault((table, name), (not non_unique, []))[1].append(column)
@@ -71,15 +98,12 @@ def read(conn: Connection, builder: SchemaBuilder) -> None:
             builder.primary_key(table, None, columns)
         else:
             builder.index(table, name, columns, unique=unique)
+
+
+def _foreign_keys(conn: Connection, builder: SchemaBuilder) -> None:
     rules = {(row[0], row[1]): (row[2], row[3]) for row in conn.execute(text(_FK_RULES))}
     fks: dict[tuple[str, str], list] = defaultdict(list)
     for row in conn.execute(text(_FOREIGN_KEYS)):
         fks[(row[0], row[1])].append(row)
     for (table, name), rows in fks.items():
         builder.foreign_key(table, name, [r[2] for r in rows], rows[0][3], [r[4] for r in rows], *rules[(table, name)])
-    mariadb = "mariadb" in str(conn.execute(text("SELECT VERSION()")).scalar()).lower()
-    for table, name, clause in conn.execute(text(_CHECKS if mariadb else _CHECKS_MYSQL8)):
-        if table in builder.tables:
-            builder.check(table, name, clause)
-    for name, definition in conn.execute(text(_VIEWS)):
-        builder.view(name, definition)
