@@ -1,0 +1,162 @@
+"""Supabase Storage as a storage: the shared catalog every worker on every host can see.
+
+Listing, small uploads (manifests, small dumps) and deletes go through the official `supabase`
+client (`storage.from_(bucket)`); dumps over the standard-upload limit go up through the TUS
+endpoint (`/storage/v1/upload/resumable`) in 6 MiB chunks that resume after failures; dumps
+come down streamed through the client's own HTTP session, so memory stays flat at any size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from dbjobs.errors import BackupNotFoundError, ConfigError, StorageError
+from dbjobs.manifest import DUMP_SUFFIX, MANIFEST_SUFFIX, Manifest
+from dbjobs.progress import ProgressCallback
+from dbjobs.storage.base import Scan, receive, scan_names
+from dbjobs.storage.tus import CHUNK_SIZE, ResumableUpload
+
+PAGE = 1000
+TIMEOUT = 120.0
+REMOVE_BATCH = 500
+
+
+def _not_found(exc: Exception) -> bool:
+    status = str(getattr(exc, "status", ""))
+    return status == "404" or "not found" in str(getattr(exc, "message", "")).lower()
+
+
+class SupabaseStorage:
+    """Backups as objects `<id>.dump.zst` and `<id>.manifest.json` at the root of one bucket."""
+
+    def __init__(self, url: str, key: str, bucket: str, *, chunk_size: int = CHUNK_SIZE,
+                 retry_delay: float = 0.5) -> None:
+        self.url = url.rstrip("/")
+        self._key = key
+        self.bucket_name = bucket
+        self.chunk_size = chunk_size
+        self.retry_delay = retry_delay
+
+    @property
+    def where(self) -> str:
+        """`supabase:<bucket>` (the project URL and key stay out of listings)."""
+        return f"supabase:{self.bucket_name}"
+
+    def local_path(self, manifest: Manifest) -> None:
+        """Nothing in a bucket is a local file."""
+        return None
+
+    @cached_property
+    def _client(self) -> Any:
+        from supabase import ClientOptions, create_client
+
+        http = httpx.Client(timeout=httpx.Timeout(TIMEOUT, connect=10), follow_redirects=True)
+        try:
+            return create_client(self.url, self._key, ClientOptions(httpx_client=http))
+        except Exception as exc:  # the client raises plain exceptions for a malformed URL or key
+            raise ConfigError(f"SUPABASE_URL/SUPABASE_KEY rejected by the supabase client: {exc}") from None
+
+    @property
+    def _bucket(self) -> Any:
+        return self._client.storage.from_(self.bucket_name)
+
+    @property
+    def _session(self) -> httpx.Client:
+        return self._client.storage.session
+
+    @property
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._key}", "apikey": self._key}
+
+    @contextlib.contextmanager
+    def _api(self, what: str) -> Iterator[None]:
+        """Turn the client's and httpx's exceptions into one-line StorageErrors naming the bucket."""
+        from storage3.utils import StorageException
+
+        try:
+            yield
+        except (StorageException, httpx.HTTPError) as exc:
+            message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+            raise StorageError(f"Supabase Storage {what} in bucket {self.bucket_name!r} failed: {message}") from None
+
+    def check_bucket(self) -> None:
+        """Fail early, as a configuration error, when SUPABASE_BUCKET names no bucket."""
+        from storage3.exceptions import StorageApiError
+
+        try:
+            with self._api("bucket lookup"):
+                self._client.storage.get_bucket(self.bucket_name)
+        except StorageError as exc:
+            if isinstance(exc.__context__, StorageApiError) and _not_found(exc.__context__):
+                raise ConfigError(f"Supabase bucket {self.bucket_name!r} does not exist: create it in the "
+                                  "Supabase dashboard or fix SUPABASE_BUCKET") from None
+            raise
+
+    def scan(self) -> Scan:
+        """All object names, a page of 1000 at a time."""
+        names: list[str] = []
+        with self._api("listing"):
+            while True:
+                page = self._bucket.list("", {"limit": PAGE, "offset": len(names),
+                                              "sortBy": {"column": "name", "order": "asc"}})
+                names.extend(item["name"] for item in page)
+                if len(page) < PAGE:
+                    break
+        return scan_names(names)
+
+    def read_manifest(self, backup_id: str) -> bytes:
+        """Download one manifest (a few kB) with the client."""
+        from storage3.exceptions import StorageApiError
+
+        try:
+            with self._api("manifest download"):
+                return self._bucket.download(backup_id + MANIFEST_SUFFIX)
+        except StorageError as exc:
+            if isinstance(exc.__context__, StorageApiError) and _not_found(exc.__context__):
+                raise BackupNotFoundError(f"no backup {backup_id!r} in {self.where}") from None
+            raise
+
+    def put(self, dump: Path, manifest: Manifest, progress: ProgressCallback) -> None:
+        """Upload the dump (resumable when over one chunk), then the manifest."""
+        with self._api("upload"):
+            try:
+                if dump.stat().st_size > self.chunk_size:
+                    endpoint = f"{self.url}/storage/v1/upload/resumable"
+                    metadata = {"bucketName": self.bucket_name, "objectName": manifest.file,
+                                "contentType": "application/zstd", "cacheControl": "3600"}
+                    ResumableUpload(self._session, endpoint, self._auth, chunk_size=self.chunk_size,
+                                    backoff=self.retry_delay).upload(dump, metadata, progress)
+                else:
+                    self._bucket.upload(manifest.file, dump, {"content-type": "application/zstd", "upsert": "true"})
+            except OSError as exc:
+                raise StorageError(f"cannot read {dump} to upload it: {exc.strerror}") from None
+            self._bucket.upload(manifest.manifest_name, manifest.to_json().encode(),
+                                {"content-type": "application/json", "upsert": "true"})
+
+    def _chunks(self, name: str) -> Iterator[bytes]:
+        url = f"{self.url}/storage/v1/object/{self.bucket_name}/{name}"
+        with self._session.stream("GET", url, headers=self._auth) as response:
+            if response.status_code != 200:
+                response.read()
+                raise StorageError(f"Supabase Storage download of {name} from bucket {self.bucket_name!r} failed: "
+                                   f"HTTP {response.status_code} {response.text[:200]}")
+            yield from response.iter_bytes(1 << 20)
+
+    def fetch(self, manifest: Manifest, directory: Path, progress: ProgressCallback) -> Path:
+        """Stream the dump into `directory`, verifying size and SHA-256 before it gets its name."""
+        with self._api("download"):
+            return receive(self._chunks(manifest.file), manifest, directory, progress)
+
+    def delete(self, backup_ids: Sequence[str]) -> None:
+        """Remove dumps, then their manifests, in batches; Supabase ignores names that are gone."""
+        with self._api("delete"):
+            for start in range(0, len(backup_ids), REMOVE_BATCH):
+                batch = backup_ids[start: start + REMOVE_BATCH]
+                self._bucket.remove([i + DUMP_SUFFIX for i in batch])
+                self._bucket.remove([i + MANIFEST_SUFFIX for i in batch])
