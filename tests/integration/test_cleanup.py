@@ -61,7 +61,8 @@ def test_dry_run_changes_nothing_and_explains(tmp_path):
     result = run_job("dbjobs.cleanup", settings_for(backups), {"keep_days": 30, "min_keep": 1, "dry_run": True})
     assert sorted(p.name for p in backups.iterdir()) == before
     assert result["dry_run"] and len(result["deleted"]) == 2
-    assert result["kept"][0]["reasons"] == ["min-keep: one of the 1 newest of app", "keep-days: 1.0 days old, within 30"]
+    assert result["kept"][0]["reasons"] == ["min-keep: one of the 1 newest of app",
+                                            "keep-days: 1.0 days old, within 30"]
     assert not (backups / ".last-jobs").exists()
 
 

@@ -103,5 +103,5 @@ def test_upload_needs_settings_and_an_existing_bucket_before_any_work(tmp_path, 
     with pytest.raises(ConfigError, match="Supabase bucket 'missing' does not exist"):
         run_job("dbjobs.backup", wrong, {"upload": True})
     assert not (tmp_path / "bare").exists() and not (tmp_path / "host-c").exists()
-    with pytest.raises(StorageError, match="listing in bucket .missing. failed: Bucket not found"):
+    with pytest.raises(StorageError, match=r"listing in bucket .missing. failed: Bucket not found"):
         run_job("dbjobs.list_backups", wrong, {})
