@@ -99,12 +99,13 @@ def cmd_list_backups(args: argparse.Namespace) -> int:
 def render_cleanup(r: dict[str, Any]) -> str:
     verb = "would delete" if r["dry_run"] else "deleted"
     lines = [f"{verb:<12} {d['id']}  ({'; '.join(d['reasons'])})" for d in r["deleted"]]
+    summary = "would be deleted" if r["dry_run"] else "deleted"
     if r["dry_run"]:
         lines += [f"{'keep':<12} {k['id']}  ({'; '.join(k['reasons'])})" for k in r["kept"]]
     lines += [f"{'finished' if not r['dry_run'] else 'would finish'} interrupted deletion of {i}"
               for i in r["interrupted_deletions"]]
     lines += [f"skipped: {p}" for p in r["skipped"]]
-    lines.append(f"{len(r['deleted'])} backups {verb} ({human_size(r['freed_bytes'])}), {len(r['kept'])} kept"
+    lines.append(f"{len(r['deleted'])} backup(s) {summary} ({human_size(r['freed_bytes'])}), {len(r['kept'])} kept"
                  + (" (dry run: nothing was changed)" if r["dry_run"] else ""))
     return "\n".join(lines)
 
@@ -174,26 +175,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     return exit_code(report)
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: a whole number >= 0 (retention counts), with a clear message otherwise."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must not be negative")
-    return value
+def at_least(minimum: int) -> Callable[[str], int]:
+    """argparse type: a whole number >= `minimum`, with a clear message otherwise."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} must be at least {minimum}")
+        return value
+
+    return parse
 
 
-def positive_int(text: str) -> int:
-    """argparse type: a whole number >= 1, with a clear message otherwise."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
+positive_int = at_least(1)
+non_negative_int = at_least(0)
 
 
 def job_options(p: argparse.ArgumentParser) -> None:

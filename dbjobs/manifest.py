@@ -73,12 +73,14 @@ class Manifest:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
 
-_REQUIRED: dict[str, type | tuple[type, ...]] = {
-    "id": str, "database": str, "engine": str, "server_version": str, "started_at": str,
-    "finished_at": str, "file": str, "size": int, "raw_size": int, "sha256": str, "compression": str,
-    "compression_level": int, "tools": dict, "schema_fingerprint": (str, type(None)), "row_counts": dict,
-    "dbjobs_version": str,
+_REQUIRED: dict[str, tuple[type, ...]] = {
+    "id": (str,), "database": (str,), "engine": (str,), "server_version": (str,), "started_at": (str,),
+    "finished_at": (str,), "file": (str,), "size": (int,), "raw_size": (int,), "sha256": (str,),
+    "compression": (str,), "compression_level": (int,), "tools": (dict,), "schema_fingerprint": (str, type(None)),
+    "row_counts": (dict,), "dbjobs_version": (str,),
 }
+_KNOWN = frozenset(Manifest.__dataclass_fields__)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def parse_manifest(text: str | bytes, source: str) -> Manifest:
@@ -89,16 +91,15 @@ def parse_manifest(text: str | bytes, source: str) -> Manifest:
         raise BackupInvalidError(f"{source}: manifest is not valid JSON") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BackupInvalidError(f"{source}: not a dbjobs manifest (expected format {FORMAT})")
-    for key, kind in _REQUIRED.items():
-        if not isinstance(data.get(key), kind) or isinstance(data.get(key), bool):
+    for key, kinds in _REQUIRED.items():  # exact types: JSON true is not a size
+        if type(data.get(key)) not in kinds:
             raise BackupInvalidError(f"{source}: manifest field {key!r} is missing or malformed")
     if not is_backup_id(data["id"]) or data["file"] != data["id"] + DUMP_SUFFIX:
         raise BackupInvalidError(f"{source}: manifest names an unexpected file {data['file']!r}")
-    if not re.fullmatch(r"[0-9a-f]{64}", data["sha256"]) or data["compression"] != "zstd":
+    if not _SHA256.fullmatch(data["sha256"]) or data["compression"] != "zstd":
         raise BackupInvalidError(f"{source}: manifest checksum or compression is malformed")
     try:
         datetime.fromisoformat(data["finished_at"])
     except ValueError:
         raise BackupInvalidError(f"{source}: manifest time {data['finished_at']!r} is malformed") from None
-    known = set(Manifest.__dataclass_fields__)
-    return Manifest(**{k: v for k, v in data.items() if k in known})
+    return Manifest(**{k: v for k, v in data.items() if k in _KNOWN})

@@ -68,6 +68,8 @@ _CALENDAR: tuple[tuple[str, str, Bucket, Callable[[datetime], str]], ...] = (
 
 
 def _utc(t: datetime) -> datetime:
+    if t.tzinfo is UTC:
+        return t
     return t.astimezone(UTC) if t.tzinfo else t.replace(tzinfo=UTC)
 
 

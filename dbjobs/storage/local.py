@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ class LocalStorage:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._prefix = str(directory)
 
     @property
     def where(self) -> str:
@@ -46,7 +48,7 @@ class LocalStorage:
     def read_manifest(self, backup_id: str) -> bytes:
         """The manifest's bytes, or BackupNotFoundError."""
         try:
-            with open(self.directory / (backup_id + MANIFEST_SUFFIX), "rb") as f:
+            with open(os.path.join(self._prefix, backup_id + MANIFEST_SUFFIX), "rb") as f:
                 return f.read()
         except FileNotFoundError:
             raise BackupNotFoundError(f"no backup {backup_id!r} in {self.directory} (see `list-backups`)") from None
@@ -66,5 +68,6 @@ class LocalStorage:
     def delete(self, backup_ids: Sequence[str]) -> None:
         """Unlink each dump, then its manifest; missing files are already deleted."""
         for backup_id in backup_ids:
-            (self.directory / (backup_id + DUMP_SUFFIX)).unlink(missing_ok=True)
-            (self.directory / (backup_id + MANIFEST_SUFFIX)).unlink(missing_ok=True)
+            for suffix in (DUMP_SUFFIX, MANIFEST_SUFFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self._prefix, backup_id + suffix))

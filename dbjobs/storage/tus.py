@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urljoin
 
 import httpx
@@ -21,7 +22,18 @@ from dbjobs.progress import Progress, ProgressCallback
 
 TUS_VERSION = "1.0.0"
 CHUNK_SIZE = 6 * 1024 * 1024
+PIECE = 1 << 20
 RETRYABLE = frozenset({409, 423, 429, 500, 502, 503, 504})
+
+
+def _pieces(f: BinaryIO, length: int) -> Iterator[bytes]:
+    """`length` bytes of `f` in 1 MiB reads: a chunk streams out as it is read, never held whole."""
+    while length > 0:
+        piece = f.read(min(PIECE, length))
+        if not piece:
+            raise StorageError("the file being uploaded shrank while it was read")
+        length -= len(piece)
+        yield piece
 
 
 class TransientError(Exception):
@@ -76,9 +88,11 @@ class ResumableUpload:
             return None
         return int(check(response, 200, 204).headers["Upload-Offset"])
 
-    def _patch(self, location: str, offset: int, data: bytes) -> int:
-        response = check(self.session.patch(location, content=data, headers={
-            **self.headers, "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"}), 204)
+    def _patch(self, location: str, offset: int, f: BinaryIO, length: int) -> int:
+        f.seek(offset)
+        response = check(self.session.patch(location, content=_pieces(f, length), headers={
+            **self.headers, "Upload-Offset": str(offset), "Content-Length": str(length),
+            "Content-Type": "application/offset+octet-stream"}), 204)
         return int(response.headers["Upload-Offset"])
 
     def upload(self, path: Path, metadata: Mapping[str, str], progress: ProgressCallback) -> int:
@@ -102,8 +116,7 @@ class ResumableUpload:
                         offset = known
                     if offset >= size:
                         return survived
-                    f.seek(offset)
-                    offset = self._patch(location, offset, f.read(min(self.chunk_size, size - offset)))
+                    offset = self._patch(location, offset, f, min(self.chunk_size, size - offset))
                     failures = 0
                     progress(Progress("upload", offset, size))
                 except (TransientError, httpx.TransportError) as exc:

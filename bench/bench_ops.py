@@ -1,0 +1,98 @@
+"""Benchmarks for issue 5, each printed beside its target or anchor from the same run.
+
+- cleanup over 10,000 backups in a directory (target <= 1 s)
+- listing 10,000 backups (target <= 0.5 s)
+- uploading a 100 MB backup to the local Storage server through the resumable path, against one
+  plain HTTP PUT of the same bytes to the same server (target >= 80% of its throughput)
+
+Backups are tiny but valid (manifest + file); no real dumps. Run: python bench/bench_ops.py
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dbjobs.catalog import list_backups
+from dbjobs.jobs import run_job
+from dbjobs.progress import no_progress
+from dbjobs.settings import load_settings
+from dbjobs.storage import LocalStorage, SupabaseStorage
+from tests.support.backups import fake_manifest
+from tests.support.fake_supabase import FakeSupabase
+
+COUNT = 10_000
+MB = 1 << 20
+
+
+def populate(directory: Path, count: int) -> None:
+    """`count` backups of 4 databases, one every 15 minutes going back ~104 days."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(UTC)
+    for i in range(count):
+        m = fake_manifest(f"db{i % 4}", now - timedelta(minutes=15 * i), b"dump", f"{i:06x}")
+        (directory / m.file).write_bytes(b"dump")
+        (directory / m.manifest_name).write_text(m.to_json())
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bench_listing_and_cleanup(root: Path) -> None:
+    directory = root / "backups"
+    populate(directory, COUNT)
+    settings = load_settings({"DBJOBS_BACKUP_DIR": str(directory)}, dotenv=None)
+    listing = [timed(lambda: list_backups([LocalStorage(directory)])) for _ in range(5)]
+    job = [timed(lambda: run_job("dbjobs.list_backups", settings, {})) for _ in range(3)]
+    found = list_backups([LocalStorage(directory)])[0]
+    print(f"listing {len(found)} backups: median {statistics.median(listing):.3f} s "
+          f"(list-backups job {statistics.median(job):.3f} s)   target <= 0.500 s")
+    dry = timed(lambda: run_job("dbjobs.cleanup", settings, {"keep_days": 30, "min_keep": 5, "dry_run": True}))
+    result: dict = {}
+    real = timed(lambda: result.update(run_job("dbjobs.cleanup", settings, {"keep_days": 30, "min_keep": 5})))
+    print(f"cleanup over {COUNT} backups: {real:.3f} s, deleted {len(result['deleted'])}, kept {len(result['kept'])} "
+          f"(dry run {dry:.3f} s)   target <= 1.000 s")
+
+
+def bench_upload(root: Path, rounds: int = 3) -> None:
+    payload = os.urandom(100 * MB)
+    source = root / "src"
+    source.mkdir()
+    m = fake_manifest("big", datetime.now(UTC), payload, "abcdef")
+    dump = source / m.file
+    dump.write_bytes(payload)
+    with FakeSupabase(root / "supabase") as fake, httpx.Client(timeout=120) as http:
+        store = SupabaseStorage(fake.url, fake.key, "backups")
+        plain, tus = [], []
+        for _ in range(rounds):
+            with open(dump, "rb") as f:
+                plain.append(timed(lambda f=f: http.put(f"{fake.url}/plain/anchor", content=f,
+                                                        headers={"Content-Length": str(len(payload))})))
+            tus.append(timed(lambda: store.put(dump, m, no_progress)))
+        assert fake.object_path("backups", m.file).stat().st_size == len(payload)
+    size = len(payload) / MB
+    p, t = size / statistics.median(plain), size / statistics.median(tus)
+    print(f"upload 100 MB: resumable (TUS, 6 MiB chunks) {t:.0f} MB/s vs plain PUT {p:.0f} MB/s "
+          f"= {100 * t / p:.0f}% (median of {rounds})   target >= 80%")
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="dbjobs-bench-") as tmp:
+        bench_listing_and_cleanup(Path(tmp))
+        bench_upload(Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
