@@ -66,7 +66,7 @@ def bench_listing_and_cleanup(root: Path) -> None:
           f"(dry run {dry:.3f} s)   target <= 1.000 s")
 
 
-def bench_upload(root: Path, rounds: int = 3) -> None:
+def bench_upload(root: Path, rounds: int = 7) -> None:
     payload = os.urandom(100 * MB)
     source = root / "src"
     source.mkdir()
@@ -83,9 +83,10 @@ def bench_upload(root: Path, rounds: int = 3) -> None:
             tus.append(timed(lambda: store.put(dump, m, no_progress)))
         assert fake.object_path("backups", m.file).stat().st_size == len(payload)
     size = len(payload) / MB
-    p, t = size / statistics.median(plain), size / statistics.median(tus)
-    print(f"upload 100 MB: resumable (TUS, 6 MiB chunks) {t:.0f} MB/s vs plain PUT {p:.0f} MB/s "
-          f"= {100 * t / p:.0f}% (median of {rounds})   target >= 80%")
+    for label, pick in (("median", statistics.median), ("best", min)):
+        p, t = size / pick(plain), size / pick(tus)
+        print(f"upload 100 MB ({label} of {rounds}, interleaved): resumable (TUS, 6 MiB chunks) {t:.0f} MB/s "
+              f"vs one plain PUT {p:.0f} MB/s = {100 * t / p:.0f}%   target >= 80%")
 
 
 def main() -> None:

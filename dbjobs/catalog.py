@@ -41,7 +41,12 @@ class Backup:
 
 def load(storage: Storage, backup_id: str) -> Backup:
     """Read and validate one backup's manifest from a storage (its file is known to exist)."""
-    manifest = parse_manifest(storage.read_manifest(backup_id), f"{storage.where}: {backup_id}{MANIFEST_SUFFIX}")
+    return from_manifest(storage, backup_id, storage.read_manifest(backup_id))
+
+
+def from_manifest(storage: Storage, backup_id: str, raw: bytes) -> Backup:
+    """Validate the manifest read for `backup_id` and place the backup in `storage`."""
+    manifest = parse_manifest(raw, f"{storage.where}: {backup_id}{MANIFEST_SUFFIX}")
     if manifest.id != backup_id:
         raise BackupInvalidError(f"{backup_id}{MANIFEST_SUFFIX}: manifest id {manifest.id!r} does not match its name")
     path = storage.local_path(manifest)
@@ -65,9 +70,11 @@ def list_scanned(
         problems.extend(f"{i}: manifest without its file in {storage.where} (an interrupted deletion; "
                         "cleanup finishes it)" for i in sorted(scan.orphans))
         ids = scan.complete if database is None else {i for i in scan.complete if i.startswith(database + "-")}
-        for backup_id in ids:
+        for backup_id, raw in storage.read_manifests(ids):
             try:
-                backup = load(storage, backup_id)
+                if isinstance(raw, Exception):
+                    raise raw
+                backup = from_manifest(storage, backup_id, raw)
             except (DbjobsError, OSError) as exc:
                 problems.append(str(exc))
                 continue

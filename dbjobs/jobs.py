@@ -155,7 +155,6 @@ def status(settings: Settings, progress: ProgressCallback, *, database: str | No
            backup_dir: str | None = None, min_free_percent: float = 10.0) -> dict[str, Any]:
     """Health of the databases (all aliases, or one), their backups, the backup disk and the last jobs."""
     from dbjobs import status as report
-    from dbjobs.catalog import list_backups as list_all
     from dbjobs.jobstate import outcomes
     from dbjobs.storage import storages
 
@@ -164,13 +163,13 @@ def status(settings: Settings, progress: ProgressCallback, *, database: str | No
     aliases = [database] if database else sorted(settings.databases)
     dbs = [settings.database(alias) for alias in aliases]
     directory = _dir(backup_dir, settings.backup_dir)
-    backups, problems = list_all(storages(settings, directory))
+    backups, storage = report.storage_section(storages(settings, directory))
     probe = report.schema_probe(settings.schema_dir)
     return report.build_report({
         "databases": report.combine([report.database_section(db) for db in dbs]),
         "schema": report.combine([report.schema_section(db, probe) for db in dbs]),
         "backups": report.backups_section(backups, aliases, datetime.now(UTC), settings.backup_interval_hours),
-        "skipped": (problems, []),
+        "storage": storage,
         "disk": report.disk_section(directory, min_free_percent),
         "jobs": report.jobs_section(outcomes(directory)),
     })

@@ -19,10 +19,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from dbjobs.catalog import Backup
+from dbjobs.catalog import Backup, list_scanned
 from dbjobs.dburl import DatabaseURL
 from dbjobs.errors import DbjobsError
 from dbjobs.jobstate import JobOutcome
+from dbjobs.storage.base import Storage
 
 Level = Literal["ok", "warning", "critical"]
 LEVELS: tuple[Level, ...] = ("ok", "warning", "critical")
@@ -69,6 +70,21 @@ def add_section(report: dict[str, Any], name: str, data: Any, checks: Sequence[C
 def combine(sections: Sequence[Section]) -> Section:
     """One section from several of the same kind (one per database): their data as a list, all their checks."""
     return [data for data, _ in sections], [c for _, checks in sections for c in checks]
+
+
+def storage_section(storages: Sequence[Storage]) -> tuple[list[Backup], Section]:
+    """Every backup the reachable storages hold; a storage that cannot be listed is critical, not fatal."""
+    scanned, data, checks = [], [], []
+    for storage in storages:
+        try:
+            scanned.append((storage, storage.scan()))
+        except DbjobsError as exc:
+            data.append({"where": storage.where, "reachable": False, "error": str(exc)})
+            checks.append(Check(f"storage:{storage.where}", "critical", str(exc)))
+            continue
+        data.append({"where": storage.where, "reachable": True})
+    backups, problems = list_scanned(scanned)
+    return backups, ({"places": data, "skipped": problems}, checks)
 
 
 def database_section(db: DatabaseURL) -> Section:

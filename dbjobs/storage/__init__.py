@@ -12,11 +12,15 @@ from dbjobs.storage.supabase import SupabaseStorage
 
 __all__ = ["LocalStorage", "Scan", "Storage", "SupabaseStorage", "remote_storage", "require_remote", "storages"]
 
+MANIFEST_CACHE = ".remote-manifests"
 SUPABASE_VARIABLES = ("SUPABASE_URL", "SUPABASE_KEY", "SUPABASE_BUCKET")
 
 
-def remote_storage(settings: Settings) -> SupabaseStorage | None:
-    """The shared remote store if all SUPABASE_* variables are set, None if none is; half a config is an error."""
+def remote_storage(settings: Settings, cache_dir: Path | None = None) -> SupabaseStorage | None:
+    """The shared remote store if all SUPABASE_* variables are set, None if none is; half a config is an error.
+
+    With `cache_dir`, manifests read from the bucket are kept there, so a listing downloads only new ones.
+    """
     values = (settings.supabase_url, settings.supabase_key, settings.supabase_bucket)
     if not any(values):
         return None
@@ -24,7 +28,8 @@ def remote_storage(settings: Settings) -> SupabaseStorage | None:
     if missing:
         raise ConfigError(f"Supabase Storage is half configured: set {', '.join(missing)} "
                           "(or unset all SUPABASE_* variables)")
-    return SupabaseStorage(settings.supabase_url, settings.supabase_key, settings.supabase_bucket)  # type: ignore[arg-type]
+    return SupabaseStorage(settings.supabase_url, settings.supabase_key, settings.supabase_bucket,  # type: ignore[arg-type]
+                           cache_dir=cache_dir)
 
 
 def require_remote(settings: Settings) -> SupabaseStorage:
@@ -37,5 +42,5 @@ def require_remote(settings: Settings) -> SupabaseStorage:
 
 def storages(settings: Settings, directory: Path) -> list[Storage]:
     """Every storage this process sees: the local directory first, then the shared remote store."""
-    remote = remote_storage(settings)
+    remote = remote_storage(settings, directory / MANIFEST_CACHE)
     return [LocalStorage(directory)] + ([remote] if remote else [])

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from dbjobs.errors import BackupInvalidError
+from dbjobs.errors import BackupInvalidError, DbjobsError
 from dbjobs.manifest import DUMP_SUFFIX, MANIFEST_SUFFIX, Manifest, is_backup_id
 from dbjobs.pipeline import fsync_dir, private_dir, write_atomic
 from dbjobs.progress import Progress, ProgressCallback
@@ -73,6 +73,9 @@ class Storage(Protocol):
     def read_manifest(self, backup_id: str) -> bytes:
         """The raw manifest of `backup_id`; BackupNotFoundError if there is none."""
 
+    def read_manifests(self, backup_ids: Iterable[str]) -> Iterator[tuple[str, bytes | Exception]]:
+        """Each manifest's bytes, or the error that stopped reading it (remote stores read in parallel)."""
+
     def put(self, dump: Path, manifest: Manifest, progress: ProgressCallback) -> None:
         """Store a complete local backup: the dump first, the manifest last."""
 
@@ -81,6 +84,14 @@ class Storage(Protocol):
 
     def delete(self, backup_ids: Sequence[str]) -> None:
         """Delete backups, dumps first then manifests; deleting what is already gone is not an error."""
+
+
+def attempt(read: Callable[[str], bytes], backup_id: str) -> tuple[str, bytes | Exception]:
+    """`read(backup_id)`, with a storage or file error returned instead of raised (one bad manifest is skipped)."""
+    try:
+        return backup_id, read(backup_id)
+    except (DbjobsError, OSError) as exc:
+        return backup_id, exc
 
 
 def receive(chunks: Iterable[bytes], manifest: Manifest, directory: Path, progress: ProgressCallback) -> Path:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from dbjobs.engines.base import CHUNK
 from dbjobs.errors import BackupNotFoundError
 from dbjobs.manifest import DUMP_SUFFIX, MANIFEST_SUFFIX, Manifest
 from dbjobs.progress import ProgressCallback
-from dbjobs.storage.base import Scan, receive, scan_names
+from dbjobs.storage.base import Scan, attempt, receive, scan_names
 
 
 def file_chunks(path: Path) -> Iterator[bytes]:
@@ -52,6 +52,11 @@ class LocalStorage:
                 return f.read()
         except FileNotFoundError:
             raise BackupNotFoundError(f"no backup {backup_id!r} in {self.directory} (see `list-backups`)") from None
+
+    def read_manifests(self, backup_ids: Iterable[str]) -> Iterator[tuple[str, bytes | Exception]]:
+        """One after the other: local reads are fast and a thread pool would only contend for the GIL."""
+        for backup_id in backup_ids:
+            yield attempt(self.read_manifest, backup_id)
 
     def put(self, dump: Path, manifest: Manifest, progress: ProgressCallback) -> None:
         """Copy a backup in (a shared volume as the destination), verified like any download."""

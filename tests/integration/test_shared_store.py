@@ -82,16 +82,27 @@ def test_cleanup_on_one_host_applies_retention_to_the_shared_store(tmp_path, fak
     assert not (tmp_path / "host-a" / shared[3].file).exists()
 
 
-def test_failed_upload_keeps_the_local_backup_and_says_why(tmp_path, fake, app_db):
+def test_failed_upload_keeps_the_local_backup_and_says_why(tmp_path, fake, app_db, monkeypatch):
+    monkeypatch.setattr("dbjobs.storage.supabase.time.sleep", lambda _: None)
     a = worker(tmp_path, "host-a", fake, app_db)
     fake.fail("POST", "/object/backups/", "500", times=10)
     made = run_job("dbjobs.backup", a, {"upload": True})
     assert made["upload"]["ok"] is False
+    assert fake.requests["POST object"] == 4  # tried, and retried three times
     assert "Supabase Storage upload in bucket 'backups' failed: injected failure" in made["upload"]["error"]
     assert (tmp_path / "host-a" / made["file"]).is_file()
     listed = run_job("dbjobs.list_backups", a, {})["backups"]
     assert [(x["id"], x["locations"]) for x in listed] == [(made["id"], [made["path"]])]
     assert not fake.names()
+
+
+def test_transient_failures_of_small_uploads_are_retried(tmp_path, fake, app_db, monkeypatch):
+    monkeypatch.setattr("dbjobs.storage.supabase.time.sleep", lambda _: None)
+    fake.fail("POST", "/object/backups/", "500", times=2)
+    fake.fail("POST", "/object/list/", "500")
+    made = run_job("dbjobs.backup", worker(tmp_path, "host-a", fake, app_db), {"upload": True})
+    assert made["upload"]["ok"] and set(fake.names()) == {made["file"], made["id"] + ".manifest.json"}
+    assert len(run_job("dbjobs.list_backups", worker(tmp_path, "host-b", fake, app_db), {})["backups"]) == 1
 
 
 def test_upload_needs_settings_and_an_existing_bucket_before_any_work(tmp_path, fake, app_db):
@@ -105,3 +116,24 @@ def test_upload_needs_settings_and_an_existing_bucket_before_any_work(tmp_path, 
     assert not (tmp_path / "bare").exists() and not (tmp_path / "host-c").exists()
     with pytest.raises(StorageError, match=r"listing in bucket .missing. failed: Bucket not found"):
         run_job("dbjobs.list_backups", wrong, {})
+
+
+def test_remote_manifests_are_downloaded_once_and_forgotten_when_deleted(tmp_path, fake, app_db):
+    a, b = worker(tmp_path, "host-a", fake, app_db), worker(tmp_path, "host-b", fake, app_db)
+    remote = SupabaseStorage(fake.url, fake.key, "backups")
+    now = datetime.now(UTC)
+    shared = [make_backup(tmp_path / "seed", "default", now - timedelta(days=d)) for d in range(40)]
+    for m in shared:
+        remote.put(tmp_path / "seed" / m.file, m, no_progress)
+    gets = fake.requests["GET object"]
+    assert run_job("dbjobs.list_backups", b, {})["total"] == 40
+    assert fake.requests["GET object"] == gets + 40
+    assert run_job("dbjobs.list_backups", b, {})["total"] == 40
+    assert fake.requests["GET object"] == gets + 40  # every manifest came from host B's cache
+    cache = tmp_path / "host-b" / ".remote-manifests" / "backups"
+    assert len(list(cache.iterdir())) == 40
+
+    run_job("dbjobs.cleanup", a, {"keep_days": 10, "min_keep": 1})
+    assert run_job("dbjobs.list_backups", b, {})["total"] == 10
+    assert len(list(cache.iterdir())) == 10
+    assert run_job("dbjobs.list_backups", b, {})["backups"][0]["locations"] == ["supabase:backups"]

@@ -110,7 +110,8 @@ def test_broker_down_or_no_workers_is_critical(env, monkeypatch, capsys, redis_u
     assert levels(report) == {"workers": "critical"}
 
 
-def test_cleanup_failure_is_recorded_as_a_warning(env, tmp_path):
+def test_cleanup_failure_is_recorded_as_a_warning(env, tmp_path, monkeypatch):
+    monkeypatch.setattr("dbjobs.storage.supabase.time.sleep", lambda _: None)
     backups = load_settings(env, dotenv=None).backup_dir
     run_job("dbjobs.backup", load_settings(env, dotenv=None), {})
     half = {**env, "SUPABASE_URL": "http://127.0.0.1:1", "SUPABASE_KEY": "k", "SUPABASE_BUCKET": "b"}

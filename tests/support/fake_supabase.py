@@ -102,6 +102,11 @@ def _handler(fake: FakeSupabase) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args: Any) -> None:
             pass
 
+        def setup(self) -> None:
+            super().setup()  # no Nagle, like the real service's proxies: headers and body never wait for an ACK
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.buffer = memoryview(bytearray(BLOCK))  # one per connection, reused by every request
+
         # -- plumbing ---------------------------------------------------------------
         def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None,
                   content_type: str = "application/json") -> None:
@@ -131,12 +136,12 @@ def _handler(fake: FakeSupabase) -> type[BaseHTTPRequestHandler]:
             remaining = self._length() if limit is None else min(limit, self._length())
             done = 0
             while remaining:
-                chunk = self.rfile.read(min(BLOCK, remaining))
-                if not chunk:
+                n = self.rfile.readinto(self.buffer[: min(BLOCK, remaining)])
+                if not n:
                     break
-                out.write(chunk)
-                done += len(chunk)
-                remaining -= len(chunk)
+                out.write(self.buffer[:n])
+                done += n
+                remaining -= n
             return done
 
         def _drop(self) -> None:
@@ -152,7 +157,7 @@ def _handler(fake: FakeSupabase) -> type[BaseHTTPRequestHandler]:
                 self._body() if self.command != "HEAD" else None
                 return self._error(500, "InternalError", "injected failure")
             if path.startswith("/plain/"):
-                with open(fake.root / path.rsplit("/", 1)[1], "wb") as f:
+                with open(fake.root / path.rsplit("/", 1)[1], "wb", buffering=0) as f:
                     self._copy_body(f)
                 return self._send(200, b"{}")
             if self.headers.get("Authorization") != f"Bearer {fake.key}" or self.headers.get("apikey") != fake.key:
@@ -247,7 +252,6 @@ def _handler(fake: FakeSupabase) -> type[BaseHTTPRequestHandler]:
                     "Upload-Length": str(upload.length), "Cache-Control": "no-store"}
 
         def _post_upload(self, parts: list[str], fault: Fault | None) -> None:
-            self._body()
             meta = dict(item.split(" ", 1) for item in self.headers.get("Upload-Metadata", "").split(",") if item)
             meta = {k: base64.b64decode(v).decode() for k, v in meta.items()}
             if meta.get("bucketName") not in fake.buckets:
@@ -256,6 +260,8 @@ def _handler(fake: FakeSupabase) -> type[BaseHTTPRequestHandler]:
             upload = Upload(meta["bucketName"], meta["objectName"], int(self.headers["Upload-Length"]))
             fake.uploads[uid] = upload
             (fake.root / ".tus" / uid).touch()
+            if self._length():  # creation-with-upload: the first chunk rides along
+                return self._receive(uid, upload, fault, created=True)
             self._send(201, headers={**self._tus_headers(upload),
                                      "Location": f"{fake.url}/storage/v1/upload/resumable/{uid}"})
 
@@ -278,14 +284,18 @@ def _handler(fake: FakeSupabase) -> type[BaseHTTPRequestHandler]:
             if int(self.headers["Upload-Offset"]) != upload.offset:
                 self._body()
                 return self._send(409, headers=self._tus_headers(upload))
-            with open(fake.root / ".tus" / parts[-1], "ab") as f:
+            self._receive(parts[-1], upload, fault, created=False)
+
+        def _receive(self, uid: str, upload: Upload, fault: Fault | None, created: bool) -> None:
+            with open(fake.root / ".tus" / uid, "ab", buffering=0) as f:
                 got = self._copy_body(f, fault.after if fault else None)
             upload.offset += got
             fake.tus_bytes += got
             if fault:
                 return self._drop()
             if upload.offset == upload.length:
-                (fake.root / ".tus" / parts[-1]).replace(fake.object_path(upload.bucket, upload.name))
-            self._send(204, headers=self._tus_headers(upload))
+                (fake.root / ".tus" / uid).replace(fake.object_path(upload.bucket, upload.name))
+            location = {"Location": f"{fake.url}/storage/v1/upload/resumable/{uid}"} if created else {}
+            self._send(201 if created else 204, headers={**self._tus_headers(upload), **location})
 
     return Handler
