@@ -48,10 +48,16 @@ class LocalStorage:
     def read_manifest(self, backup_id: str) -> bytes:
         """The manifest's bytes, or BackupNotFoundError."""
         try:
-            with open(os.path.join(self._prefix, backup_id + MANIFEST_SUFFIX), "rb") as f:
-                return f.read()
+            fd = os.open(os.path.join(self._prefix, backup_id + MANIFEST_SUFFIX), os.O_RDONLY)
         except FileNotFoundError:
             raise BackupNotFoundError(f"no backup {backup_id!r} in {self.directory} (see `list-backups`)") from None
+        try:  # raw reads: no buffered file object for a few kB, listing 10,000 stays well under 0.5 s
+            parts = [os.read(fd, 1 << 16)]
+            while len(parts[-1]) == 1 << 16:
+                parts.append(os.read(fd, 1 << 16))
+            return b"".join(parts)
+        finally:
+            os.close(fd)
 
     def read_manifests(self, backup_ids: Iterable[str]) -> Iterator[tuple[str, bytes | Exception]]:
         """One after the other: local reads are fast and a thread pool would only contend for the GIL."""

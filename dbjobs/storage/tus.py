@@ -22,12 +22,12 @@ from dbjobs.progress import Progress, ProgressCallback
 
 TUS_VERSION = "1.0.0"
 CHUNK_SIZE = 6 * 1024 * 1024
-PIECE = 1 << 20
+PIECE = 1 << 18
 RETRYABLE = frozenset({409, 423, 429, 500, 502, 503, 504})
 
 
 def _pieces(f: BinaryIO, length: int) -> Iterator[bytes]:
-    """`length` bytes of `f` in 1 MiB reads: a chunk streams out as it is read, never held whole."""
+    """`length` bytes of `f` in 256 KiB reads: a chunk streams out as it is read, never held whole."""
     while length > 0:
         piece = f.read(min(PIECE, length))
         if not piece:

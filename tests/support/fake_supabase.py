@@ -14,6 +14,7 @@ import contextlib
 import json
 import shutil
 import socket
+import sys
 import threading
 import uuid
 from dataclasses import dataclass
@@ -46,9 +47,11 @@ class Upload:
 
 
 class FakeSupabase:
-    """The server; use as a context manager. `url` is what SUPABASE_URL would be."""
+    """The server; use as a context manager. `url` is what SUPABASE_URL would be, `key` SUPABASE_KEY."""
 
-    def __init__(self, root: Path, key: str = "service-role-test-key", buckets: tuple[str, ...] = ("backups",)):
+    KEY = "service-role-test-key"
+
+    def __init__(self, root: Path, key: str = KEY, buckets: tuple[str, ...] = ("backups",)):
         self.root = root
         self.key = key
         self.buckets = set(buckets)
@@ -299,3 +302,14 @@ def _handler(fake: FakeSupabase) -> type[BaseHTTPRequestHandler]:
             self._send(201 if created else 204, headers={**self._tus_headers(upload), **location})
 
     return Handler
+
+
+def main() -> None:
+    """Serve a directory in its own process until stdin closes: `python -m tests.support.fake_supabase DIR`."""
+    with FakeSupabase(Path(sys.argv[1])) as fake:
+        print(fake.url, flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    main()
