@@ -26,7 +26,7 @@ from dbjobs.manifest import DUMP_SUFFIX, MANIFEST_SUFFIX, Manifest
 from dbjobs.pipeline import private_dir
 from dbjobs.progress import ProgressCallback
 from dbjobs.storage.base import Scan, attempt, receive, scan_names
-from dbjobs.storage.tus import CHUNK_SIZE, ResumableUpload
+from dbjobs.storage.tus import CHUNK_SIZE, ResumableUpload, TransientError, check
 
 PAGE = 1000
 READERS = 8
@@ -204,13 +204,28 @@ class SupabaseStorage:
             self._retry(lambda: self._bucket.upload(manifest.manifest_name, manifest.to_json().encode(), JSON))
 
     def _chunks(self, name: str) -> Iterator[bytes]:
+        """The object's bytes; a dropped or failed transfer resumes with a Range request where it stopped."""
         url = f"{self.url}/storage/v1/object/{self.bucket_name}/{name}"
-        with self._session.stream("GET", url, headers=self._auth) as response:
-            if response.status_code != 200:
-                response.read()
-                raise StorageError(f"Supabase Storage download of {name} from bucket {self.bucket_name!r} failed: "
-                                   f"HTTP {response.status_code} {response.text[:200]}")
-            yield from response.iter_bytes(1 << 20)
+        done = failures = 0
+        while True:
+            try:
+                headers = {**self._auth, "Range": f"bytes={done}-"} if done else self._auth
+                with self._session.stream("GET", url, headers=headers) as response:
+                    expected = 206 if done else 200
+                    if response.status_code != expected:
+                        response.read()
+                        check(response, expected, what=f"download of {name}")
+                    for piece in response.iter_bytes(1 << 20):
+                        done += len(piece)
+                        failures = 0
+                        yield piece
+                return
+            except (TransientError, httpx.TransportError) as exc:
+                failures += 1
+                if failures >= ATTEMPTS:
+                    raise StorageError(f"download of {name} stopped at byte {done} after {failures} failed "
+                                       f"attempts in a row: {str(exc) or type(exc).__name__}") from None
+                time.sleep(self.retry_delay * 2 ** (failures - 1))
 
     def fetch(self, manifest: Manifest, directory: Path, progress: ProgressCallback) -> Path:
         """Stream the dump into `directory`, verifying size and SHA-256 before it gets its name."""

@@ -50,13 +50,13 @@ def _reason(response: httpx.Response) -> str:
     return f"HTTP {response.status_code}" + (f": {text}" if text else "")
 
 
-def check(response: httpx.Response, *expected: int) -> httpx.Response:
+def check(response: httpx.Response, *expected: int, what: str = "resumable upload") -> httpx.Response:
     """The response if its status is expected; TransientError if retryable; StorageError otherwise."""
     if response.status_code in expected:
         return response
     if response.status_code in RETRYABLE:
         raise TransientError(_reason(response))
-    raise StorageError(f"resumable upload refused: {_reason(response)}")
+    raise StorageError(f"{what} refused: {_reason(response)}")
 
 
 class ResumableUpload:

@@ -95,6 +95,28 @@ def test_100mb_backup_resumes_after_drop_and_500s(fake, tmp_path):
     assert fake.object_path("backups", m.manifest_name).read_text() == m.to_json()
 
 
+def test_download_resumes_where_it_stopped(fake, tmp_path):
+    store = remote(fake)
+    payload = os.urandom(20 * MB)
+    m = make_backup(tmp_path / "src", "big", NOW, payload)
+    store.put(tmp_path / "src" / m.file, m, no_progress)
+    fake.fail("GET", f"/object/backups/{m.file}", "drop", after=7 * MB)
+    fake.fail("GET", f"/object/backups/{m.file}", "500")
+    path = store.fetch(m, tmp_path / "dl", no_progress)
+    assert path.read_bytes() == payload
+    assert fake.requests["GET object"] == 3
+
+
+def test_download_gives_up_with_a_clear_error(fake, tmp_path):
+    store = remote(fake)
+    m = make_backup(tmp_path / "src", "app", NOW, b"x" * 1000)
+    store.put(tmp_path / "src" / m.file, m, no_progress)
+    fake.fail("GET", f"/object/backups/{m.file}", "500", times=10)
+    with pytest.raises(StorageError, match=r"download of .* stopped at byte 0 after 4 failed attempts"):
+        store.fetch(m, tmp_path / "dl", no_progress)
+    assert not any((tmp_path / "dl").iterdir())
+
+
 def test_upload_gives_up_with_a_clear_error(fake, tmp_path):
     m = make_backup(tmp_path / "src", "big", NOW, os.urandom(7 * MB))
     fake.fail("PATCH", "/upload/resumable/", "500", times=100)

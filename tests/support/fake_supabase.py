@@ -227,11 +227,15 @@ def _handler(fake: FakeSupabase) -> type[BaseHTTPRequestHandler]:
             if not target.is_file():
                 return self._error(400, "not_found", "Object not found")
             size = target.stat().st_size
-            self.send_response(200)
+            start = int(self.headers.get("Range", "bytes=0-").removeprefix("bytes=").split("-")[0])
+            self.send_response(206 if start else 200)
             self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(size))
+            self.send_header("Content-Length", str(size - start))
+            if start:
+                self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
             self.end_headers()
             with open(target, "rb") as f:
+                f.seek(start)
                 if fault and fault.kind == "drop":
                     self.wfile.write(f.read(fault.after))
                     return self._drop()
