@@ -9,6 +9,7 @@ the job.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -142,12 +143,10 @@ def cleanup(settings: Settings, progress: ProgressCallback, *, database: str | N
                 min_keep=settings.min_keep if min_keep is None else min_keep, keep_last=keep_last,
                 keep_daily=keep_daily, keep_weekly=keep_weekly, keep_monthly=keep_monthly)
     directory = _dir(backup_dir, settings.backup_dir)
-    if dry_run:
+    outcome = contextlib.nullcontext() if dry_run else recorded(directory, "dbjobs.cleanup", database or "all")
+    with outcome:
         return run_cleanup(storages(settings, directory), rule, datetime.now(UTC), database=database,
-                           dry_run=True, progress=progress).to_dict()
-    with recorded(directory, "dbjobs.cleanup", database or "all"):
-        return run_cleanup(storages(settings, directory), rule, datetime.now(UTC), database=database,
-                           progress=progress).to_dict()
+                           dry_run=dry_run, progress=progress).to_dict()
 
 
 @job("dbjobs.status")

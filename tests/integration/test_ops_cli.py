@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,19 +10,13 @@ import pytest
 import cli
 from tests.support.backups import make_backup
 from tests.support.fake_supabase import FakeSupabase
+from tests.support.hosts import configure_host
 
 
 @pytest.fixture
 def host(tmp_path, monkeypatch):
-    db = tmp_path / "app.sqlite3"
-    with sqlite3.connect(db) as conn:
-        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
-    conn.close()
-    monkeypatch.chdir(tmp_path)
-    for name in ("DBJOBS_BROKER_URL", "DBJOBS_DATABASES", "SUPABASE_URL", "SUPABASE_KEY", "SUPABASE_BUCKET"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("DBJOBS_DATABASE_URL", f"sqlite:///{db}")
-    monkeypatch.setenv("DBJOBS_BACKUP_DIR", str(tmp_path / "backups"))
+    """This host's backup directory, with the environment set up for the CLI."""
+    configure_host(tmp_path, monkeypatch)
     return tmp_path / "backups"
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,23 +13,13 @@ from dbjobs.errors import DatabaseUnavailableError, StorageError
 from dbjobs.jobs import run_job
 from dbjobs.settings import load_settings
 from tests.support.backups import make_backup
+from tests.support.hosts import configure_host
 
 
 @pytest.fixture
 def env(tmp_path, monkeypatch):
-    """A configured host: one SQLite database with data, a backup directory, no broker, no Supabase."""
-    db = tmp_path / "app.sqlite3"
-    with sqlite3.connect(db) as conn:
-        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
-    conn.close()
-    values = {"DBJOBS_DATABASE_URL": f"sqlite:///{db}", "DBJOBS_BACKUP_DIR": str(tmp_path / "backups"),
-              "BACKUP_INTERVAL_HOURS": "24"}
-    monkeypatch.chdir(tmp_path)
-    for name in ("DBJOBS_BROKER_URL", "DBJOBS_DATABASES", "SUPABASE_URL", "SUPABASE_KEY", "SUPABASE_BUCKET"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return values
+    """A configured host (24 h backup interval): one SQLite database, a backup directory, no broker or Supabase."""
+    return configure_host(tmp_path, monkeypatch)
 
 
 def status(env, **kwargs):
