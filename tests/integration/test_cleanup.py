@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dbjobs.errors import ConfigError
 from dbjobs.jobs import run_job
@@ -110,3 +114,33 @@ def test_negative_keep_is_refused_before_anything_is_deleted(tmp_path, option):
 def test_negative_keep_in_the_environment_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="BACKUP_MIN_KEEP='-2' must not be negative"):
         settings_for(tmp_path, BACKUP_MIN_KEEP="-2")
+
+
+stray_names = st.sampled_from([
+    "notes.txt", "app-20200101T000000Z-abcdef.dump.zst", ".app-20200101T000000Z-abcdef.dump.zst.partial",
+    "app-20200101T000000Z-bcdef0.manifest.json", "other-20190101T000000Z-cdef01.manifest.json.bak",
+    "README", "app-20200101T000000Z-def012.dump.zst.old",
+])
+
+
+@settings(max_examples=25, deadline=None)
+@given(ages=st.lists(st.tuples(st.sampled_from(["app", "other"]), st.integers(0, 400)), max_size=25),
+       strays=st.sets(stray_names), keep_days=st.integers(0, 100), min_keep=st.integers(0, 4))
+def test_cleanup_never_touches_anything_but_complete_backups(ages, strays, keep_days, min_keep):
+    with tempfile.TemporaryDirectory() as tmp:
+        backups = Path(tmp) / "backups"
+        backups.mkdir()
+        made = [make_backup(backups, db, NOW - timedelta(days=d, minutes=i)) for i, (db, d) in enumerate(ages)]
+        for name in strays:
+            (backups / name).write_bytes(b"not ours " + name.encode())
+        result = run_job("dbjobs.cleanup", settings_for(backups), {"keep_days": keep_days, "min_keep": min_keep})
+        left = {p.name for p in backups.iterdir()}
+        assert strays <= left and all((backups / n).read_bytes() == b"not ours " + n.encode() for n in strays)
+        deleted = {d["id"] for d in result["deleted"]}
+        for m in made:  # a backup goes whole or stays whole
+            assert ({m.file, m.manifest_name} & left) == (set() if m.id in deleted else {m.file, m.manifest_name})
+        for db in ("app", "other"):
+            mine = [m for m in made if m.database == db]
+            assert len([m for m in mine if m.id not in deleted]) >= min(min_keep, len(mine))
+        again = run_job("dbjobs.cleanup", settings_for(backups), {"keep_days": keep_days, "min_keep": min_keep})
+        assert again["deleted"] == []
