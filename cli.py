@@ -97,6 +97,7 @@ def cmd_list_backups(args: argparse.Namespace) -> int:
 
 
 def render_cleanup(r: dict[str, Any]) -> str:
+    """Each deleted (or, in a dry run, doomed and kept) backup with its reasons, then a summary line."""
     verb = "would delete" if r["dry_run"] else "deleted"
     lines = [f"{verb:<12} {d['id']}  ({'; '.join(d['reasons'])})" for d in r["deleted"]]
     summary = "would be deleted" if r["dry_run"] else "deleted"
@@ -111,6 +112,7 @@ def render_cleanup(r: dict[str, Any]) -> str:
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
+    """Submit `dbjobs.cleanup`; unset keep options fall back to BACKUP_KEEP_DAYS/BACKUP_MIN_KEEP in the job."""
     kwargs = {"database": args.database, "backup_dir": args.backup_dir, "keep_days": args.keep_days,
               "min_keep": args.min_keep, "keep_last": args.keep_last, "keep_daily": args.keep_daily,
               "keep_weekly": args.keep_weekly, "keep_monthly": args.keep_monthly, "dry_run": args.dry_run}
@@ -118,6 +120,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 
 
 def render_status(r: dict[str, Any]) -> str:
+    """The report for a person: one line per database, backups and disk, broker, then every finding."""
     lines = []
     for db in r["databases"]:
         state = (f"{db['engine']} {db['version']}, {human_size(db['size'])}" if db["reachable"]
@@ -162,6 +165,7 @@ def ping_workers(url: str) -> list[str]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """Run the status job, add the broker and workers as this process sees them, exit with the health code."""
     from dbjobs.jobs import run_job
     from dbjobs.status import add_section, broker_section, exit_code
 
@@ -179,6 +183,7 @@ def at_least(minimum: int) -> Callable[[str], int]:
     """argparse type: a whole number >= `minimum`, with a clear message otherwise."""
 
     def parse(text: str) -> int:
+        """Parse one option value."""
         try:
             value = int(text)
         except ValueError:

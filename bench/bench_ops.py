@@ -48,12 +48,14 @@ def populate(directory: Path, count: int) -> None:
 
 
 def timed(fn) -> float:
+    """Wall-clock seconds of one call."""
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
 
 
 def bench_listing_and_cleanup(root: Path) -> None:
+    """Listing and cleanup of 10,000 tiny valid backups, against their targets."""
     directory = root / "backups"
     populate(directory, COUNT)
     settings = load_settings({"DBJOBS_BACKUP_DIR": str(directory)}, dotenv=None)
@@ -70,6 +72,7 @@ def bench_listing_and_cleanup(root: Path) -> None:
 
 
 def bench_upload(root: Path, rounds: int = 7) -> None:
+    """Resumable upload against one plain PUT of the same 100 MB to the same server, interleaved."""
     payload = os.urandom(100 * MB)
     source = root / "src"
     source.mkdir()
@@ -99,6 +102,7 @@ def bench_upload(root: Path, rounds: int = 7) -> None:
 
 
 def main() -> None:
+    """Run every benchmark in a scratch directory that is removed afterwards."""
     with tempfile.TemporaryDirectory(prefix="dbjobs-bench-") as tmp:
         bench_listing_and_cleanup(Path(tmp))
         bench_upload(Path(tmp))

@@ -40,6 +40,7 @@ class Fault:
 
 @dataclass
 class Upload:
+    """A resumable upload in progress: where it goes and how much has arrived."""
     bucket: str
     name: str
     length: int
@@ -82,6 +83,7 @@ class FakeSupabase:
             self.faults.append(Fault(method, path, kind, times, after))
 
     def take_fault(self, method: str, path: str) -> Fault | None:
+        """The fault to inject into this request, if one is pending (each fires `times` times)."""
         with self.lock:
             for f in self.faults:
                 if f.method == method and f.path in path and f.times > 0:
@@ -100,13 +102,16 @@ class FakeSupabase:
 
 def _handler(fake: FakeSupabase) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        """One connection: routes Storage REST and TUS requests to methods named `_<verb>_<first path part>`."""
         protocol_version = "HTTP/1.1"
 
         def log_message(self, *args: Any) -> None:
+            """Quiet: tests read counters, not logs."""
             pass
 
         def setup(self) -> None:
-            super().setup()  # no Nagle, like the real service's proxies: headers and body never wait for an ACK
+            """No Nagle, like the real service's proxies: a response's headers and body never wait for an ACK."""
+            super().setup()
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.buffer = memoryview(bytearray(BLOCK))  # one per connection, reused by every request
 
