@@ -108,3 +108,13 @@ def test_cleanup_failure_is_recorded_as_a_warning(env, tmp_path, monkeypatch):
         run_job("dbjobs.cleanup", load_settings(half, dotenv=None), {})
     assert levels(status(env)) == {"job:dbjobs.cleanup:all": "warning"}
     assert (backups / ".last-jobs" / "dbjobs.cleanup-all.json").is_file()
+
+
+def test_unreachable_remote_store_is_critical_but_local_backups_still_count(env, monkeypatch):
+    monkeypatch.setattr("dbjobs.storage.supabase.time.sleep", lambda _: None)
+    run_job("dbjobs.backup", load_settings(env, dotenv=None), {})
+    remote = {**env, "SUPABASE_URL": "http://127.0.0.1:1", "SUPABASE_KEY": "k", "SUPABASE_BUCKET": "b"}
+    report = status(remote)
+    assert levels(report) == {"storage:supabase:b": "critical"}
+    assert report["backups"]["count"] == 1
+    assert [p["reachable"] for p in report["storage"]["places"]] == [True, False]
