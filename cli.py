@@ -10,9 +10,10 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from dbjobs.errors import ConfirmationRequired, DbjobsError
+from dbjobs.errors import ConfigError, ConfirmationRequired, DbjobsError
 from dbjobs.settings import Settings, load_settings
 from dbjobs.terminal import ProgressBar, human_size
 
@@ -20,7 +21,19 @@ Renderer = Callable[[dict[str, Any]], str]
 
 
 def execute(settings: Settings, name: str, kwargs: dict[str, Any], args: argparse.Namespace) -> dict[str, Any] | None:
-    """Run job `name` in this process (no broker configured); return its result."""
+    """Submit job `name` to the workers (or, with no broker configured, run it here); return its result.
+
+    Without `--wait` a submitted job's id is printed and None returned.
+    """
+    if settings.broker_url:
+        from workers.client import submit
+
+        task_id = submit(name, kwargs)
+        if not args.wait:
+            print(json.dumps({"task_id": task_id, "name": name}) if args.json else task_id)
+            print(f"submitted {name}; `dbjobs result {task_id} --wait` shows its result", file=sys.stderr)
+            return None
+        return wait_for(task_id)
     from dbjobs.jobs import run_job
 
     print(f"note: DBJOBS_BROKER_URL is not set; running {name} in this process", file=sys.stderr)
@@ -31,14 +44,34 @@ def execute(settings: Settings, name: str, kwargs: dict[str, Any], args: argpars
         bar.close()
 
 
+def wait_for(task_id: str) -> dict[str, Any]:
+    """Wait for a submitted task, drawing its progress; return its result or raise its error."""
+    from workers.client import wait
+
+    bar = ProgressBar()
+
+    def notice(text: str) -> None:
+        bar.close()
+        print(f"note: {text}", file=sys.stderr)
+
+    try:
+        return wait(task_id, bar, notice).result or {}
+    finally:
+        bar.close()
+
+
 def submit(args: argparse.Namespace, name: str, kwargs: dict[str, Any], render: Renderer) -> int:
     """Run or submit a job, then print its result as text or JSON."""
     settings = load_settings()
     result = execute(settings, name, kwargs, args)
-    if result is None:
-        return 0
-    print(json.dumps(result, indent=2, sort_keys=True) if args.json else render(result))
+    if result is not None:
+        show(args, result, render)
     return 0
+
+
+def show(args: argparse.Namespace, result: dict[str, Any], render: Renderer) -> None:
+    """Print a job's result as text, or as JSON with --json."""
+    print(json.dumps(result, indent=2, sort_keys=True) if args.json else render(result))
 
 
 def render_backup(r: dict[str, Any]) -> str:
@@ -69,6 +102,80 @@ def render_list(r: dict[str, Any]) -> str:
     lines.append(f"{len(r['backups'])} of {r['total']} backups shown")
     lines.extend(f"skipped: {p}" for p in r["skipped"])
     return "\n".join(lines)
+
+
+RENDERERS: dict[str, Renderer] = {
+    "dbjobs.backup": render_backup, "dbjobs.restore": render_restore, "dbjobs.list_backups": render_list,
+}
+
+
+def render_any(r: dict[str, Any]) -> str:
+    """Results of jobs without a renderer of their own."""
+    return json.dumps(r, indent=2, sort_keys=True)
+
+
+def cmd_result(args: argparse.Namespace) -> int:
+    """Show a submitted task's result (waiting for it with --wait), rendered like the command that submitted it."""
+    require_broker("task results (without one, jobs run in-process and leave no task ids)")
+    from workers.client import status
+
+    current = status(args.task_id)
+    if args.wait and current.result is None:
+        wait_for(args.task_id)
+        current = status(args.task_id)
+    if current.result is None:
+        show(args, current.to_dict(), render_unfinished)
+    else:
+        show(args, current.result, RENDERERS.get(current.name or "", render_any))
+    return 0
+
+
+UNFINISHED = {"PENDING": "queued", "RECEIVED": "queued", "STARTED": "running", "PROGRESS": "running",
+              "RETRY": "waiting to be retried"}
+
+
+def render_unfinished(r: dict[str, Any]) -> str:
+    """One line for a task that has not finished: where it is and how far it got."""
+    p = r["progress"]
+    where = f": {p['phase']} {human_size(p['done'])} of {human_size(p['total']) if p['total'] else '?'}" if p else ""
+    return f"task {r['id']} ({r['name'] or 'unknown job'}) is {UNFINISHED.get(r['state'], r['state'].lower())}{where}"
+
+
+def require_broker(what: str) -> Settings:
+    """The settings, when a broker is configured (workers, the scheduler and task results need one)."""
+    settings = load_settings()
+    if not settings.broker_url:
+        raise ConfigError(f"DBJOBS_BROKER_URL is not set: {what} need a Redis broker (e.g. redis://localhost:6379/0)")
+    return settings
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run a Celery worker for this app: `celery -A workers.app worker` with the given options."""
+    require_broker("workers")
+    from workers.app import app
+
+    app.worker_main(["worker", *args.celery_args])
+    return 0
+
+
+def cmd_start_scheduler(args: argparse.Namespace) -> int:
+    """Run Celery beat with a backup and a cleanup entry per database alias; options override the settings."""
+    from dataclasses import replace
+
+    settings = require_broker("the scheduler")
+    overrides = {"backup_interval_hours": args.interval, "cleanup_interval_days": args.cleanup_interval,
+                 "keep_days": args.keep_days, "min_keep": args.min_keep,
+                 "backup_dir": Path(args.backup_dir) if args.backup_dir else None}
+    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    from beat_schedule import build_schedule
+    from workers.app import app
+
+    app.conf.beat_schedule = build_schedule(settings)
+    print(f"scheduler: a backup every {settings.backup_interval_hours:g} h and a cleanup every "
+          f"{settings.cleanup_interval_days:g} d (keep {settings.keep_days} days, at least {settings.min_keep}) of "
+          f"{', '.join(sorted(settings.databases))} in {settings.backup_dir}", file=sys.stderr)
+    app.Beat(loglevel=args.loglevel, schedule=args.schedule_file).run()
+    return 0
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
@@ -142,61 +249,65 @@ def render_status(r: dict[str, Any]) -> str:
 
 
 def ping_broker(url: str) -> None:
-    """Raise a DbjobsError unless the Redis broker answers a PING."""
+    """Raise a DbjobsError unless the Redis broker answers a PING within two seconds."""
     import redis
 
-    from dbjobs.errors import DbjobsError
+    from workers.config import redacted_url
 
     try:
         redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2).ping()
     except redis.RedisError as exc:
-        raise DbjobsError(f"broker at {url.split('@')[-1]} is unreachable: {exc}") from None
+        raise DbjobsError(f"broker {redacted_url(url)} is unreachable: {exc}") from None
 
 
-def ping_workers(url: str) -> list[str]:
-    """Names of the Celery workers that answer a ping within a second."""
-    import celery
+def ping_workers() -> list[str]:
+    """Names of this app's Celery workers that answer a ping within a second."""
+    from workers.app import app
 
-    app = celery.Celery(broker=url)
-    try:
-        return sorted(name for reply in app.control.ping(timeout=1) for name in reply)
-    finally:
-        app.close()
+    return sorted(name for reply in app.control.ping(timeout=1) for name in reply)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Run the status job, add the broker and workers as this process sees them, exit with the health code."""
+    """Report health and exit with its code (0 ok, 1 warning, 2 critical).
+
+    With a live broker and workers the report is made by a worker, where the backups are; with
+    none configured, or when they are down, it is made here, so a monitor always gets an answer.
+    """
     from dbjobs.jobs import run_job
     from dbjobs.status import add_section, broker_section, exit_code
 
     settings = load_settings()
-    kwargs = {"database": args.database, "backup_dir": args.backup_dir, "min_free_percent": args.min_free_percent}
-    report = run_job("dbjobs.status", settings, kwargs)
     url = settings.broker_url or ""
-    report = add_section(report, "broker", *broker_section(bool(url), lambda: ping_broker(url),
-                                                             lambda: ping_workers(url)))
-    print(json.dumps(report, indent=2, sort_keys=True) if args.json else render_status(report))
+    broker = broker_section(bool(url), lambda: ping_broker(url), ping_workers)
+    kwargs = {"database": args.database, "backup_dir": args.backup_dir, "min_free_percent": args.min_free_percent}
+    if url and not broker[1]:
+        report = execute(settings, "dbjobs.status", kwargs, argparse.Namespace(wait=True, json=args.json))
+    else:
+        report = run_job("dbjobs.status", settings, kwargs)
+    report = add_section(report, "broker", *broker)  # type: ignore[arg-type]
+    show(args, report, render_status)
     return exit_code(report)
 
 
-def at_least(minimum: int) -> Callable[[str], int]:
-    """argparse type: a whole number >= `minimum`, with a clear message otherwise."""
+def bounded(kind: type[int] | type[float], low: float, *, inclusive: bool = True) -> Callable[[str], Any]:
+    """An argparse type: a number of `kind` at least `low` (or, not inclusive, above it), with a clear message."""
+    noun = "a whole number" if kind is int else "a number"
 
-    def parse(text: str) -> int:
-        """Parse one option value."""
+    def parse(text: str) -> int | float:
         try:
-            value = int(text)
+            value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} must be at least {minimum}")
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if not (value >= low if inclusive else value > low) or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{text} must be {'at least' if inclusive else 'greater than'} {low:g}")
         return value
 
     return parse
 
 
-positive_int = at_least(1)
-non_negative_int = at_least(0)
+positive_int = bounded(int, 1)
+positive_float = bounded(float, 0, inclusive=False)  # fractions allowed, so tests can schedule in seconds
+non_negative_int = bounded(int, 0)
 
 
 def job_options(p: argparse.ArgumentParser) -> None:
@@ -207,9 +318,25 @@ def job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON for scripts")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, except that `worker` passes every option on to Celery.
+
+    argparse cannot give a REMAINDER positional options that come first (`worker --loglevel
+    INFO`); it reports them as unknown, in order and ahead of the rest, so they are put back.
+    """
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown and getattr(parsed, "celery_args", None) is not None:
+            parsed.celery_args = unknown + parsed.celery_args
+        elif unknown:
+            self.error(f"unrecognized arguments: {' '.join(unknown)}")
+        return parsed
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line grammar fixed by the spec."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="dbjobs", description="Back up, restore and migrate SQL databases with Celery jobs. "
         "Configuration comes from DBJOBS_* environment variables or a .env file.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -277,7 +404,45 @@ def build_parser() -> argparse.ArgumentParser:
                    help="warn when less than P%% of the backup disk is free, critical under P/5 (default: 10)")
     p.add_argument("--json", action="store_true", help="print the report as JSON for monitoring")
     p.set_defaults(handler=cmd_status)
+
+    add_celery_commands(sub)
     return parser
+
+
+def add_celery_commands(sub: Any) -> None:
+    """`result`, `worker` and `start-scheduler`: the commands that only exist with a broker."""
+    p = sub.add_parser("result", help="show (or wait for) the result of a submitted task",
+                       description="Show the state or result of a task submitted without --wait.")
+    p.add_argument("task_id", metavar="ID", help="the task id a command printed when it submitted the task")
+    p.add_argument("--wait", action="store_true", help="wait for the task to finish, showing progress")
+    p.add_argument("--json", action="store_true", help="print the state or result as JSON for scripts")
+    p.set_defaults(handler=cmd_result)
+
+    p = sub.add_parser("worker", add_help=False, help="start a Celery worker (options go to `celery worker`)",
+                       description="Start a Celery worker for dbjobs; every option is passed to `celery worker` "
+                       "(`dbjobs worker --help` shows them).")
+    p.add_argument("celery_args", nargs=argparse.REMAINDER, metavar="CELERY_WORKER_OPTIONS",
+                   help="options of `celery worker`, e.g. --concurrency 2 --loglevel INFO")
+    p.set_defaults(handler=cmd_worker)
+
+    p = sub.add_parser("start-scheduler", help="run Celery beat: scheduled backups and cleanups",
+                       description="Run Celery beat, enqueueing a backup of every database alias every --interval "
+                       "hours and a cleanup of its backups every --cleanup-interval days; workers do the jobs.")
+    p.add_argument("--backup-dir", metavar="DIR", help="where scheduled backups go and cleanup looks "
+                   "(default: $DBJOBS_BACKUP_DIR or ./backups)")
+    p.add_argument("--interval", type=positive_float, metavar="H",
+                   help="hours between backups; fractions allowed (default: $BACKUP_INTERVAL_HOURS or 24)")
+    p.add_argument("--cleanup-interval", type=positive_float, metavar="D",
+                   help="days between cleanups; fractions allowed (default: $BACKUP_CLEANUP_INTERVAL_DAYS or 1)")
+    p.add_argument("--keep-days", type=non_negative_int, metavar="N",
+                   help="cleanup deletes backups older than N days (default: $BACKUP_KEEP_DAYS or 30)")
+    p.add_argument("--min-keep", type=non_negative_int, metavar="N",
+                   help="cleanup always keeps the N newest backups of each database (default: $BACKUP_MIN_KEEP or 5)")
+    p.add_argument("--schedule-file", default="celerybeat-schedule", metavar="FILE",
+                   help="where beat remembers when each entry last ran (default: ./celerybeat-schedule)")
+    p.add_argument("--loglevel", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   help="beat's log level (default: INFO)")
+    p.set_defaults(handler=cmd_start_scheduler)
 
 
 def main(argv: list[str] | None = None) -> int:

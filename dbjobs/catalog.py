@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dbjobs.errors import BackupInvalidError, BackupNotFoundError, DbjobsError
-from dbjobs.manifest import DUMP_SUFFIX, MANIFEST_SUFFIX, Manifest, is_backup_id, parse_manifest
+from dbjobs.manifest import DUMP_SUFFIX, MANIFEST_SUFFIX, Manifest, is_backup_id, parse_manifest, request_token
 from dbjobs.progress import ProgressCallback
 from dbjobs.storage.base import Scan, Storage
 from dbjobs.storage.local import LocalStorage
@@ -99,6 +99,26 @@ def find_by_id(storages: Sequence[Storage], backup_id: str) -> Backup:
         where = ", ".join(s.where for s in storages)
         raise BackupNotFoundError(f"no backup {backup_id!r} in {where} (see `list-backups`)")
     return found
+
+
+def find_request_backup(directory: Path, database: str, request_id: str) -> Backup | None:
+    """The complete backup of `database` that request `request_id` already took, if any.
+
+    Only the few manifests whose name carries the request's token are read, so the check
+    stays cheap however many backups the directory holds.
+    """
+    local = LocalStorage(directory)
+    token = f"-{request_token(request_id)}"
+    for backup_id in local.scan().complete:
+        if not (backup_id.startswith(database + "-") and backup_id.endswith(token)):
+            continue
+        try:
+            backup = load(local, backup_id)
+        except (DbjobsError, OSError):
+            continue
+        if backup.manifest.extra.get("request_id") == request_id:
+            return backup
+    return None
 
 
 def find_backup(storages: Sequence[Storage], ref: str) -> Backup:
