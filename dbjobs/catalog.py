@@ -7,7 +7,9 @@ bucket) the same backup shows once, with every place that holds it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import gc
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -60,10 +62,32 @@ def merge(found: Backup | None, more: Backup) -> Backup:
     return replace(found, path=found.path or more.path, remotes=found.remotes + more.remotes)
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cycle collector while thousands of manifests are built and sorted.
+
+    They hold no reference cycles, so reference counting frees them all the same, but the
+    collector's full passes over them cost more than reading them (measured: a third of
+    listing 10,000 backups, three quarters of deciding over them).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def list_scanned(
     scanned: Sequence[tuple[Storage, Scan]], database: str | None = None
 ) -> tuple[list[Backup], list[str]]:
     """Complete backups in already-scanned storages newest first, and one line per manifest that was skipped."""
+    with gc_paused():
+        return _list_scanned(scanned, database)
+
+
+def _list_scanned(scanned: Sequence[tuple[Storage, Scan]], database: str | None) -> tuple[list[Backup], list[str]]:
     merged: dict[str, Backup] = {}
     problems: list[str] = []
     for storage, scan in scanned:

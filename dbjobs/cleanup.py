@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from dbjobs.catalog import Backup, list_scanned, load
+from dbjobs.catalog import Backup, gc_paused, list_scanned, load
 from dbjobs.errors import DbjobsError, StorageError
 from dbjobs.progress import Progress, ProgressCallback, no_progress
 from dbjobs.retention import Candidate, Decision, Rule, decide
@@ -62,6 +62,12 @@ def _orphans(storage: Storage, scan: Scan, database: str | None) -> list[str]:
 def run_cleanup(storages: Sequence[Storage], rule: Rule, now: datetime, *, database: str | None = None,
                 dry_run: bool = False, progress: ProgressCallback = no_progress) -> CleanupResult:
     """Decide over every visible backup (of `database`, or all) and delete the doomed ones everywhere."""
+    with gc_paused():
+        return _cleanup(storages, rule, now, database, dry_run, progress)
+
+
+def _cleanup(storages: Sequence[Storage], rule: Rule, now: datetime, database: str | None, dry_run: bool,
+             progress: ProgressCallback) -> CleanupResult:
     progress(Progress("scan"))
     scanned = [(s, s.scan()) for s in storages]
     backups, problems = list_scanned(scanned, database)

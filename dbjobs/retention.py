@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from dbjobs.errors import ConfigError
 
@@ -41,17 +42,15 @@ class Rule:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """What the policy needs to know of a backup."""
+class Candidate(NamedTuple):
+    """What the policy needs to know of a backup (a tuple: building 10,000 of them is cheap)."""
 
     id: str
     database: str
     finished: datetime
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     """Keep or delete one backup, with the reasons (every rule that keeps it, or why none does)."""
 
     candidate: Candidate
@@ -73,42 +72,41 @@ def _utc(t: datetime) -> datetime:
     return t.astimezone(UTC) if t.tzinfo else t.replace(tzinfo=UTC)
 
 
-def newest_per_bucket(newest_first: Sequence[Candidate], bucket: Bucket, count: int) -> list[Candidate]:
-    """The newest backup of each of the `count` most recent buckets (days, weeks, months) that have one."""
-    chosen: list[Candidate] = []
+def newest_per_bucket(finished_newest_first: Sequence[datetime], bucket: Bucket, count: int) -> list[int]:
+    """Positions of the newest backup of each of the `count` most recent buckets (days, weeks, months) with one."""
+    chosen: list[int] = []
     seen: set[Hashable] = set()
-    for c in newest_first:
+    for i, finished in enumerate(finished_newest_first):
         if len(chosen) >= count:
             break
-        key = bucket(_utc(c.finished))
+        key = bucket(finished)
         if key not in seen:
             seen.add(key)
-            chosen.append(c)
+            chosen.append(i)
     return chosen
 
 
 def _decide_database(newest_first: list[Candidate], rule: Rule, now: datetime) -> list[Decision]:
-    reasons: dict[str, list[str]] = defaultdict(list)
-    for c in newest_first[: rule.min_keep]:
-        reasons[c.id].append(f"min-keep: one of the {rule.min_keep} newest of {c.database}")
-    for c in newest_first[: rule.keep_last]:
-        reasons[c.id].append(f"keep-last: one of the last {rule.keep_last}")
+    finished = [_utc(c.finished) for c in newest_first]
+    reasons: list[list[str]] = [[] for _ in newest_first]
+    for count, why in ((rule.min_keep, f"min-keep: one of the {rule.min_keep} newest of {newest_first[0].database}"),
+                       (rule.keep_last, f"keep-last: one of the last {rule.keep_last}")):
+        for kept in reasons[:count]:
+            kept.append(why)
     for option, unit, bucket, label in _CALENDAR:
-        count = getattr(rule, option)
-        for c in newest_per_bucket(newest_first, bucket, count):
-            reasons[c.id].append(f"{option.replace('_', '-')}: newest of {unit} {label(_utc(c.finished))}")
+        for i in newest_per_bucket(finished, bucket, getattr(rule, option)):
+            reasons[i].append(f"{option.replace('_', '-')}: newest of {unit} {label(finished[i])}")
     cutoff = now - timedelta(days=rule.keep_days)
     decisions = []
-    for c in newest_first:
-        finished = _utc(c.finished)
-        age = (now - finished).total_seconds() / 86400
-        if finished > cutoff:
-            reasons[c.id].append(f"keep-days: {max(age, 0):.1f} days old, within {rule.keep_days}")
-        if reasons[c.id]:
-            decisions.append(Decision(c, True, tuple(reasons[c.id])))
+    for c, when, why in zip(newest_first, finished, reasons, strict=True):
+        age = (now - when).total_seconds() / 86400
+        if when > cutoff:
+            why.append(f"keep-days: {max(age, 0):.1f} days old, within {rule.keep_days}")
+        if why:
+            decisions.append(Decision(c, True, tuple(why)))
         else:
-            why = f"{age:.1f} days old (over keep-days {rule.keep_days}) and no rule keeps it"
-            decisions.append(Decision(c, False, (why,)))
+            decisions.append(Decision(c, False, (f"{age:.1f} days old (over keep-days {rule.keep_days}) "
+                                                 "and no rule keeps it",)))
     return decisions
 
 
