@@ -30,11 +30,12 @@ class CleanupResult:
     kept: list[dict[str, object]] = field(default_factory=list)
     interrupted: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    freed: int = 0
 
     def to_dict(self) -> dict[str, object]:
         """JSON result."""
         return {"dry_run": self.dry_run, "rule": self.rule.to_dict(), "deleted": self.deleted, "kept": self.kept,
-                "freed_bytes": sum(int(d["size"]) * len(d["locations"]) for d in self.deleted),  # type: ignore[call-overload, arg-type]
+                "freed_bytes": self.freed,
                 "interrupted_deletions": self.interrupted, "skipped": self.skipped}
 
 
@@ -76,7 +77,10 @@ def _cleanup(storages: Sequence[Storage], rule: Rule, now: datetime, database: s
                        rule, now)
     result = CleanupResult(dry_run, rule, skipped=problems)
     for d in decisions:
-        (result.kept if d.keep else result.deleted).append(_row(by_id[d.candidate.id], d))
+        backup = by_id[d.candidate.id]
+        (result.kept if d.keep else result.deleted).append(_row(backup, d))
+        if not d.keep:
+            result.freed += backup.manifest.size * len(backup.locations)
     doomed = {str(row["id"]) for row in result.deleted}
     for storage, scan in scanned:
         orphans = _orphans(storage, scan, database)
