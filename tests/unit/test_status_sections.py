@@ -85,3 +85,4 @@ def test_health_is_the_worst_check_and_sets_the_exit_code():
     assert report["health"] == "warning" and exit_code(report) == 1 and report["b"] == {"x": 1}
     report = add_section(report, "c", None, [Check("c", "critical", "bad")])
     assert exit_code(report) == 2 and len(report["checks"]) == 2
+
