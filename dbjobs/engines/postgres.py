@@ -35,12 +35,25 @@ USER_TABLES = """
       AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
     ORDER BY 1
 """
-DROP_USER_SCHEMAS = """DO $dbjobs$ DECLARE s text; BEGIN
+# Drops every user schema, then recreates `public` with the owner and privileges it had: a plain
+# CREATE SCHEMA would leave it owned by the restoring superuser with no USAGE for anyone else,
+# locking the application's roles out (pg_dump records public's ownership and ACL only when they
+# differ from the defaults, so the dump does not put them back).
+DROP_USER_SCHEMAS = """DO $dbjobs$ DECLARE s text; owner regrole; acl aclitem[]; g record; BEGIN
+  SELECT nspowner::regrole, nspacl INTO owner, acl FROM pg_namespace WHERE nspname = 'public';
   FOR s IN SELECT nspname FROM pg_namespace WHERE nspname NOT IN ('pg_catalog', 'information_schema')
            AND nspname NOT LIKE 'pg\\_toast%' AND nspname NOT LIKE 'pg\\_temp%' LOOP
     EXECUTE format('DROP SCHEMA %I CASCADE', s);
   END LOOP;
-END $dbjobs$; CREATE SCHEMA public;"""
+  CREATE SCHEMA public;
+  IF owner IS NOT NULL THEN
+    EXECUTE format('ALTER SCHEMA public OWNER TO %s', owner);
+  END IF;
+  FOR g IN SELECT grantee, privilege_type FROM aclexplode(acl) LOOP
+    EXECUTE format('GRANT %s ON SCHEMA public TO %s', g.privilege_type,
+                   CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE g.grantee::regrole::text END);
+  END LOOP;
+END $dbjobs$;"""
 
 
 class PostgresConnector(Connector):
@@ -93,15 +106,25 @@ class PostgresConnector(Connector):
                 snapshot = str(conn.execute(text("SELECT pg_export_snapshot()")).scalar())
                 tables = [row[0] for row in conn.execute(text(USER_TABLES))]
                 counts: dict[str, int] = {}
+                failed: list[BaseException] = []
+
+                def count() -> None:
+                    try:
+                        for t in tables:
+                            counts[t] = int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() or 0)
+                    except BaseException as exc:  # re-raised below: a missing count must fail the backup
+                        failed.append(exc)
+
                 # Counting on the exported snapshot while pg_dump streams gives exact counts at no wall-time cost.
-                counter = threading.Thread(target=lambda: counts.update(
-                    {t: int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() or 0) for t in tables}))
+                counter = threading.Thread(target=count)
                 counter.start()
                 try:
                     run_dump(["pg_dump", "-Fc", "-Z0", "--no-password", f"--snapshot={snapshot}"],
                              self._env(), sink, "pg_dump")
                 finally:
                     counter.join()
+                if failed:
+                    raise failed[0]
                 conn.rollback()
         except OperationalError as exc:
             raise unavailable(self.db, exc) from None
@@ -110,10 +133,18 @@ class PostgresConnector(Connector):
         return counts
 
     def restore(self, chunks: Iterable[bytes], *, same_database: bool) -> None:
+        """Load the dump in one transaction that only the dump's own last line commits.
+
+        `pg_restore --single-transaction -f -` wraps its script in BEGIN ... COMMIT, and psql runs
+        without `--single-transaction`: should pg_restore die midway (a damaged archive), psql
+        reaches the end of its input with the transaction still open and the server rolls it back.
+        With `psql --single-transaction` psql itself would COMMIT at end of input, keeping a
+        half-loaded database and the user schemas already dropped.
+        """
         ownership = [] if same_database else ["--no-owner", "--no-privileges"]
         run_restore(
-            [["pg_restore", "-f", "-", *ownership],
-             ["psql", "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "--single-transaction",
-              "-c", DROP_USER_SCHEMAS, "-f", "-"]],
+            [["pg_restore", "--single-transaction", "-f", "-", *ownership],
+             ["psql", "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1",
+              "-c", "BEGIN", "-c", DROP_USER_SCHEMAS, "-f", "-"]],
             self._env(), chunks, "pg_restore into psql (the transaction was rolled back; the database is unchanged)",
         )
