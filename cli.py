@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from dbjobs.errors import ConfirmationRequired, DbjobsError
 from dbjobs.settings import Settings, load_settings
@@ -101,6 +101,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the project's one-line `error: ...` for bad usage instead of a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print what was wrong and where to look, then exit 2 like argparse."""
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def job_options(p: argparse.ArgumentParser) -> None:
     """Options every job command shares."""
     p.add_argument("--wait", action="store_true",
@@ -111,7 +119,7 @@ def job_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line grammar fixed by the spec."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="dbjobs", description="Back up, restore and migrate SQL databases with Celery jobs. "
         "Configuration comes from DBJOBS_* environment variables or a .env file.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

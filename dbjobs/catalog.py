@@ -39,7 +39,7 @@ def read_backup(manifest_path: Path) -> Backup:
 
 
 def list_backups(directory: Path, database: str | None = None) -> tuple[list[Backup], list[str]]:
-    """Complete backups in `directory` newest first, and one line per manifest that was skipped."""
+    """Complete backups in `directory` newest first, and one line per manifest or bare dump that was skipped."""
     backups: list[Backup] = []
     problems: list[str] = []
     if not directory.is_dir():
@@ -52,7 +52,10 @@ def list_backups(directory: Path, database: str | None = None) -> tuple[list[Bac
             continue
         if database is None or backup.manifest.database == database:
             backups.append(backup)
-    backups.sort(key=lambda b: (b.manifest.finished_at, b.manifest.id), reverse=True)
+    for dump in directory.glob("*" + DUMP_SUFFIX):
+        if not dump.with_name(dump.name[: -len(DUMP_SUFFIX)] + MANIFEST_SUFFIX).is_file():
+            problems.append(f"{dump.name}: no manifest beside it, so it is not a complete backup")
+    backups.sort(key=lambda b: (b.manifest.finished, b.manifest.id), reverse=True)
     return backups, problems
 
 

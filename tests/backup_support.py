@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
@@ -216,3 +219,22 @@ def second_database(url: str, tmp_path: Path) -> Iterator[str]:
         with engine.connect() as conn:
             conn.execute(sa.text(f"DROP DATABASE IF EXISTS {quote}{name}{quote}{force}"))
         engine.dispose()
+
+
+CLI = Path(__file__).resolve().parents[1] / "cli.py"
+
+
+def run_cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python cli.py ARGS` in `cwd` with only the given DBJOBS_* settings and no terminal."""
+    base = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "HOME": str(cwd)}
+    return subprocess.run([sys.executable, str(CLI), *args], cwd=cwd, env={**base, **env}, capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=120, check=False)
+
+
+def error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The single `error:` line of a failed command (asserting there is exactly that and no traceback)."""
+    assert proc.returncode != 0, proc.stdout
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if not line.startswith("note:")]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]

@@ -1,0 +1,63 @@
+"""Backups are private to their owner and never carry the database password."""
+
+from __future__ import annotations
+
+import json
+import stat
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from dbjobs.jobs import run_job
+from tests.backup_support import build_sample, connect, error_line, run_cli, settings_for
+
+PASSWORD = "s3cr3t-XYZ"
+
+
+@pytest.fixture
+def password_url(pg_url: str) -> Iterator[str]:
+    """`pg_url` reached as a role with a password (loopback auth is trust, so any password logs in)."""
+    role = f"dbjobs_pw_{uuid.uuid4().hex[:8]}"
+    with connect(pg_url) as conn:
+        conn.execute(sa.text(f"CREATE ROLE {role} LOGIN PASSWORD '{PASSWORD}' SUPERUSER"))
+    try:
+        yield pg_url.replace("postgresql://postgres@", f"postgresql://{role}:{PASSWORD}@")
+    finally:
+        with connect(pg_url) as conn:
+            conn.execute(sa.text(f"DROP OWNED BY {role}"))
+            conn.execute(sa.text(f"DROP ROLE {role}"))
+
+
+def test_files_are_private_and_hold_no_password(password_url: str, tmp_path: Path) -> None:
+    build_sample(password_url)
+    directory = tmp_path / "backups"
+    settings = settings_for(directory, secret=password_url)
+
+    result = run_job("dbjobs.backup", settings, {"database": "secret"})
+    restored = run_job("dbjobs.restore", settings, {"backup": result["id"], "confirmed": True})
+
+    assert PASSWORD not in json.dumps(result) + json.dumps(restored)
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    files = list(directory.iterdir())
+    assert len(files) == 4  # the backup and the safety backup, each a dump and a manifest
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
+        assert PASSWORD.encode() not in path.read_bytes(), path.name
+
+
+def test_cli_output_holds_no_password(password_url: str, tmp_path: Path) -> None:
+    build_sample(password_url)
+    env = {"DBJOBS_DATABASES": json.dumps({"secret": password_url,
+                                           "far": password_url.replace("127.0.0.1:5432", "127.0.0.1:1")})}
+    outputs = [run_cli(tmp_path, *args, **env) for args in (
+        ["backup", "--database", "secret"], ["backup", "--database", "secret", "--json"],
+        ["list-backups"], ["list-backups", "--json"])]
+    failed = run_cli(tmp_path, "backup", "--database", "far", **env)
+
+    assert all(p.returncode == 0 for p in outputs), [p.stderr for p in outputs]
+    assert "is unreachable" in error_line(failed) and "***" in failed.stderr
+    for proc in [*outputs, failed]:
+        assert PASSWORD not in proc.stdout + proc.stderr
