@@ -16,7 +16,16 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
-from dbjobs.engines.base import Connector, Sink, require_tool, run_dump, run_restore, tool_version, unavailable
+from dbjobs.engines.base import (
+    Connector,
+    Sink,
+    counting_while,
+    require_tool,
+    run_dump,
+    run_restore,
+    tool_version,
+    unavailable,
+)
 
 HINT = "the MariaDB client (Debian/Ubuntu: apt-get install mariadb-client)"
 DROP_ALL = """
@@ -89,21 +98,22 @@ class MySQLConnector(Connector):
         dump, _ = self._tools()
         engine = self._engine()
         try:
-            with engine.connect() as conn:
+            with engine.connect() as conn, self._options_file() as options:
                 conn.execute(text("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY"))
                 tables = [r[0] for r in conn.execute(text(
                     "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
                     "AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME"))]
-                counts = {t: int(conn.execute(text(f"SELECT COUNT(*) FROM `{t}`")).scalar() or 0) for t in tables}
+                # InnoDB counts by scanning: done on our snapshot while mariadb-dump streams, not before it.
+                counts = counting_while(
+                    lambda: {t: int(conn.execute(text(f"SELECT COUNT(*) FROM `{t}`")).scalar() or 0) for t in tables},
+                    lambda: run_dump([dump, f"--defaults-extra-file={options}", "--single-transaction", "--quick",
+                                      "--routines", "--triggers", "--events", "--hex-blob", "--no-tablespaces",
+                                      "--skip-dump-date", self.db.database], {}, sink, os.path.basename(dump)))
                 conn.rollback()
         except OperationalError as exc:
             raise unavailable(self.db, exc) from None
         finally:
             engine.dispose()
-        with self._options_file() as options:
-            run_dump([dump, f"--defaults-extra-file={options}", "--single-transaction", "--quick", "--routines",
-                      "--triggers", "--events", "--hex-blob", "--no-tablespaces", "--skip-dump-date",
-                      self.db.database], {}, sink, os.path.basename(dump))
         return counts
 
     def restore(self, chunks: Iterable[bytes], *, same_database: bool) -> None:

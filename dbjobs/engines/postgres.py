@@ -8,7 +8,6 @@ backup's exact state or rolls back to the database as it was.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 
 from sqlalchemy import text
@@ -18,6 +17,7 @@ from sqlalchemy.pool import NullPool
 from dbjobs.engines.base import (
     Connector,
     Sink,
+    counting_while,
     major_version,
     require_tool,
     run_dump,
@@ -105,26 +105,11 @@ class PostgresConnector(Connector):
                 conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
                 snapshot = str(conn.execute(text("SELECT pg_export_snapshot()")).scalar())
                 tables = [row[0] for row in conn.execute(text(USER_TABLES))]
-                counts: dict[str, int] = {}
-                failed: list[BaseException] = []
-
-                def count() -> None:
-                    try:
-                        for t in tables:
-                            counts[t] = int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() or 0)
-                    except BaseException as exc:  # re-raised below: a missing count must fail the backup
-                        failed.append(exc)
-
-                # Counting on the exported snapshot while pg_dump streams gives exact counts at no wall-time cost.
-                counter = threading.Thread(target=count)
-                counter.start()
-                try:
-                    run_dump(["pg_dump", "-Fc", "-Z0", "--no-password", f"--snapshot={snapshot}"],
-                             self._env(), sink, "pg_dump")
-                finally:
-                    counter.join()
-                if failed:
-                    raise failed[0]
+                # Counted on the exported snapshot, the one pg_dump reads: the counts are exactly the dump's rows.
+                counts = counting_while(
+                    lambda: {t: int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() or 0) for t in tables},
+                    lambda: run_dump(["pg_dump", "-Fc", "-Z0", "--no-password", f"--snapshot={snapshot}"],
+                                     self._env(), sink, "pg_dump"))
                 conn.rollback()
         except OperationalError as exc:
             raise unavailable(self.db, exc) from None

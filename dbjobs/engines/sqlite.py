@@ -13,10 +13,10 @@ import os
 import sqlite3
 import tempfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 
-from dbjobs.engines.base import CHUNK, Connector, Sink
+from dbjobs.engines.base import CHUNK, Connector, Sink, counting_while
 from dbjobs.errors import DatabaseUnavailableError, RestoreError
 
 
@@ -69,15 +69,21 @@ class SQLiteConnector(Connector):
                 dst = sqlite3.connect(image)
                 try:
                     src.backup(dst)
-                    counts = _table_counts(dst)
                 finally:
                     dst.close()
-                with open(image, "rb") as f:
-                    while chunk := f.read(CHUNK):
-                        sink(chunk)
+
+                def count() -> dict[str, int]:
+                    with closing(sqlite3.connect(f"file:{image}?mode=ro", uri=True)) as conn:
+                        return _table_counts(conn)
+
+                def stream() -> None:
+                    with open(image, "rb") as f:
+                        while chunk := f.read(CHUNK):
+                            sink(chunk)
+
+                return counting_while(count, stream)
         finally:
             src.close()
-        return counts
 
     def restore(self, chunks: Iterable[bytes], *, same_database: bool) -> None:
         path = self.db.sqlite_path
