@@ -142,25 +142,19 @@ def sql(engine: str, database: str, statement: str) -> None:
 
 
 @contextmanager
-def pg_database(name: str) -> Iterator[str]:
-    """A PostgreSQL database that is dropped however the benchmark ends."""
-    sql("postgresql", "postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    sql("postgresql", "postgres", f'CREATE DATABASE "{name}"')
+def scratch_database(engine: str, name: str) -> Iterator[str]:
+    """A PostgreSQL or MariaDB database that is dropped however the benchmark ends."""
+    if engine == "postgresql":
+        admin, drop, create = "postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"'
+    else:
+        admin, drop = "mysql", f"DROP DATABASE IF EXISTS `{name}`"
+        create = f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"
+    sql(engine, admin, drop)
+    sql(engine, admin, create)
     try:
         yield name
     finally:
-        sql("postgresql", "postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@contextmanager
-def mysql_database(name: str) -> Iterator[str]:
-    """A MariaDB database that is dropped however the benchmark ends."""
-    sql("mysql", "mysql", f"DROP DATABASE IF EXISTS `{name}`")
-    sql("mysql", "mysql", f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-    try:
-        yield name
-    finally:
-        sql("mysql", "mysql", f"DROP DATABASE IF EXISTS `{name}`")
+        sql(engine, admin, drop)
 
 
 def build_pg(name: str, scale: int) -> None:
@@ -227,7 +221,7 @@ def recreate_pg(name: str) -> Callable[[], None]:
 
 def bench_postgres(scale: int, opts: argparse.Namespace, work: Path, rows: list[Row], rss: dict[int, float]) -> None:
     """pg_dump/pg_restore anchors and our backup/restore on the same database."""
-    with pg_database(f"dbjobs_bench_pg_{scale}") as name:
+    with scratch_database("postgresql", f"dbjobs_bench_pg_{scale}") as name:
         build_pg(name, scale)
         raw, gz, ours_dir = work / "pg.Z0.dump", work / "pg.gz.dump", work / f"pg{scale}"
         t_raw = best(opts.repeat, lambda: run(["pg_dump", "-Fc", "-Z0", "-d", name], stdout=raw, env=PG))
@@ -241,8 +235,8 @@ def bench_postgres(scale: int, opts: argparse.Namespace, work: Path, rows: list[
         print(f"  pg_dump -Fc -Z0 output {size_mib(raw):.1f} MiB; peak RSS of our backup {ours['rss_mib']:.1f} MiB",
               file=sys.stderr)
         backup_id = next(ours_dir.glob("*.manifest.json")).name.removesuffix(".manifest.json")
-        with pg_database(f"dbjobs_bench_pg_{scale}_ours") as target, \
-                pg_database(f"dbjobs_bench_pg_{scale}_anchor") as anchor:
+        with scratch_database("postgresql", f"dbjobs_bench_pg_{scale}_ours") as target, \
+                scratch_database("postgresql", f"dbjobs_bench_pg_{scale}_anchor") as anchor:
             t_anchor = best(opts.repeat, lambda: run(["pg_restore", "--single-transaction", "-d", anchor, str(raw)],
                                                 env=PG), recreate_pg(anchor))
             restored = best_child(opts.repeat, {"job": "restore", "alias": "target", "url": PG_URL.format(target),
@@ -254,7 +248,7 @@ def bench_postgres(scale: int, opts: argparse.Namespace, work: Path, rows: list[
 
 def bench_mysql(scale: int, opts: argparse.Namespace, work: Path, rows: list[Row]) -> None:
     """mariadb-dump anchor and our backup on the same database."""
-    with mysql_database(f"dbjobs_bench_my_{scale}") as name:
+    with scratch_database("mysql", f"dbjobs_bench_my_{scale}") as name:
         build_mysql(name, scale)
         raw, ours_dir = work / "my.sql", work / "my"
         t_raw = best(opts.repeat, lambda: run(["mariadb-dump", *MYSQL, "--single-transaction", name], stdout=raw))

@@ -17,10 +17,12 @@ import subprocess
 import tempfile
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import IO, ClassVar
 
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
 
 from dbjobs.dburl import DatabaseURL
 from dbjobs.errors import BackupError, DatabaseUnavailableError, RestoreError, ToolMissingError
@@ -204,3 +206,32 @@ def run_restore(
     for (proc, err), code in reversed(list(zip(procs, codes, strict=True))):
         if code != 0:
             raise RestoreError(f"{what} failed ({os.path.basename(str(proc.args[0]))} exit {code}): {err.tail()}")
+
+
+class ServerConnector(Connector):
+    """A connector for a database server reached over the network (PostgreSQL, MySQL)."""
+
+    version_sql: ClassVar[str]
+    size_sql: ClassVar[str]
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """A connection of its own (no pool left behind); a connection failure is a one-line user error."""
+        engine = self.db.create_engine(poolclass=NullPool)
+        try:
+            with engine.connect() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise unavailable(self.db, exc) from None
+        finally:
+            engine.dispose()
+
+    def _scalar(self, sql: str) -> object:
+        with self.connection() as conn:
+            return conn.execute(text(sql)).scalar()
+
+    def server_version(self) -> str:
+        return str(self._scalar(self.version_sql))
+
+    def size_bytes(self) -> int:
+        return int(self._scalar(self.size_sql) or 0)  # type: ignore[call-overload]

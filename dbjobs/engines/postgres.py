@@ -11,11 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.pool import NullPool
 
 from dbjobs.engines.base import (
-    Connector,
+    ServerConnector,
     Sink,
     counting_while,
     major_version,
@@ -23,7 +21,6 @@ from dbjobs.engines.base import (
     run_dump,
     run_restore,
     tool_version,
-    unavailable,
 )
 from dbjobs.errors import ToolMissingError
 
@@ -56,10 +53,12 @@ DROP_USER_SCHEMAS = """DO $dbjobs$ DECLARE s text; owner regrole; acl aclitem[];
 END $dbjobs$;"""
 
 
-class PostgresConnector(Connector):
+class PostgresConnector(ServerConnector):
     """pg_dump/pg_restore/psql with libpq settings passed through the environment."""
 
     engine = "postgresql"
+    version_sql = "SHOW server_version"
+    size_sql = "SELECT pg_database_size(current_database())"
 
     def _env(self) -> dict[str, str]:
         url = self.db.url
@@ -73,20 +72,6 @@ class PostgresConnector(Connector):
                 env["PGSSLMODE"] = value
         return env
 
-    def _engine(self):  # type: ignore[no-untyped-def]
-        return self.db.create_engine(poolclass=NullPool)
-
-    def server_version(self) -> str:
-        try:
-            with self._engine().connect() as conn:
-                return str(conn.execute(text("SHOW server_version")).scalar())
-        except OperationalError as exc:
-            raise unavailable(self.db, exc) from None
-
-    def size_bytes(self) -> int:
-        with self._engine().connect() as conn:
-            return int(conn.execute(text("SELECT pg_database_size(current_database())")).scalar() or 0)
-
     def tool_versions(self) -> dict[str, str]:
         names = ("pg_dump", "pg_restore", "psql")
         tools = {name: tool_version(require_tool(name, install_hint=HINT)) for name in names}
@@ -99,22 +84,16 @@ class PostgresConnector(Connector):
         return tools
 
     def dump(self, sink: Sink) -> dict[str, int]:
-        engine = self._engine()
-        try:
-            with engine.connect() as conn:
-                conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
-                snapshot = str(conn.execute(text("SELECT pg_export_snapshot()")).scalar())
-                tables = [row[0] for row in conn.execute(text(USER_TABLES))]
-                # Counted on the exported snapshot, the one pg_dump reads: the counts are exactly the dump's rows.
-                counts = counting_while(
-                    lambda: {t: int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() or 0) for t in tables},
-                    lambda: run_dump(["pg_dump", "-Fc", "-Z0", "--no-password", f"--snapshot={snapshot}"],
-                                     self._env(), sink, "pg_dump"))
-                conn.rollback()
-        except OperationalError as exc:
-            raise unavailable(self.db, exc) from None
-        finally:
-            engine.dispose()
+        with self.connection() as conn:
+            conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
+            snapshot = str(conn.execute(text("SELECT pg_export_snapshot()")).scalar())
+            tables = [row[0] for row in conn.execute(text(USER_TABLES))]
+            # Counted on the exported snapshot, the one pg_dump reads: the counts are exactly the dump's rows.
+            counts = counting_while(
+                lambda: {t: int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() or 0) for t in tables},
+                lambda: run_dump(["pg_dump", "-Fc", "-Z0", "--no-password", f"--snapshot={snapshot}"],
+                                 self._env(), sink, "pg_dump"))
+            conn.rollback()
         return counts
 
     def restore(self, chunks: Iterable[bytes], *, same_database: bool) -> None:
