@@ -10,9 +10,10 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
-from dbjobs.errors import ConfirmationRequired, DbjobsError
+from dbjobs.errors import ConfigError, ConfirmationRequired, DbjobsError
 from dbjobs.settings import Settings, load_settings
 from dbjobs.terminal import ProgressBar, human_size
 
@@ -20,7 +21,19 @@ Renderer = Callable[[dict[str, Any]], str]
 
 
 def execute(settings: Settings, name: str, kwargs: dict[str, Any], args: argparse.Namespace) -> dict[str, Any] | None:
-    """Run job `name` in this process (no broker configured); return its result."""
+    """Submit job `name` to the workers (or, with no broker configured, run it here); return its result.
+
+    Without `--wait` a submitted job's id is printed and None returned.
+    """
+    if settings.broker_url:
+        from workers.client import submit
+
+        task_id = submit(name, kwargs)
+        if not args.wait:
+            print(json.dumps({"task_id": task_id, "name": name}) if args.json else task_id)
+            print(f"submitted {name}; `dbjobs result {task_id} --wait` shows its result", file=sys.stderr)
+            return None
+        return wait_for(task_id)
     from dbjobs.jobs import run_job
 
     print(f"note: DBJOBS_BROKER_URL is not set; running {name} in this process", file=sys.stderr)
@@ -31,14 +44,34 @@ def execute(settings: Settings, name: str, kwargs: dict[str, Any], args: argpars
         bar.close()
 
 
+def wait_for(task_id: str) -> dict[str, Any]:
+    """Wait for a submitted task, drawing its progress; return its result or raise its error."""
+    from workers.client import wait
+
+    bar = ProgressBar()
+
+    def notice(text: str) -> None:
+        bar.close()
+        print(f"note: {text}", file=sys.stderr)
+
+    try:
+        return wait(task_id, bar, notice).result or {}
+    finally:
+        bar.close()
+
+
 def submit(args: argparse.Namespace, name: str, kwargs: dict[str, Any], render: Renderer) -> int:
     """Run or submit a job, then print its result as text or JSON."""
     settings = load_settings()
     result = execute(settings, name, kwargs, args)
-    if result is None:
-        return 0
-    print(json.dumps(result, indent=2, sort_keys=True) if args.json else render(result))
+    if result is not None:
+        show(args, result, render)
     return 0
+
+
+def show(args: argparse.Namespace, result: dict[str, Any], render: Renderer) -> None:
+    """Print a job's result as text, or as JSON with --json."""
+    print(json.dumps(result, indent=2, sort_keys=True) if args.json else render(result))
 
 
 def render_backup(r: dict[str, Any]) -> str:
@@ -66,6 +99,80 @@ def render_list(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+RENDERERS: dict[str, Renderer] = {
+    "dbjobs.backup": render_backup, "dbjobs.restore": render_restore, "dbjobs.list_backups": render_list,
+}
+
+
+def render_any(r: dict[str, Any]) -> str:
+    """Results of jobs without a renderer of their own."""
+    return json.dumps(r, indent=2, sort_keys=True)
+
+
+def cmd_result(args: argparse.Namespace) -> int:
+    """Show a submitted task's result (waiting for it with --wait), rendered like the command that submitted it."""
+    require_broker("task results (without one, jobs run in-process and leave no task ids)")
+    from workers.client import status
+
+    current = status(args.task_id)
+    if args.wait and current.result is None:
+        wait_for(args.task_id)
+        current = status(args.task_id)
+    if current.result is None:
+        show(args, current.to_dict(), render_unfinished)
+    else:
+        show(args, current.result, RENDERERS.get(current.name or "", render_any))
+    return 0
+
+
+UNFINISHED = {"PENDING": "queued", "RECEIVED": "queued", "STARTED": "running", "PROGRESS": "running",
+              "RETRY": "waiting to be retried"}
+
+
+def render_unfinished(r: dict[str, Any]) -> str:
+    """One line for a task that has not finished: where it is and how far it got."""
+    p = r["progress"]
+    where = f": {p['phase']} {human_size(p['done'])} of {human_size(p['total']) if p['total'] else '?'}" if p else ""
+    return f"task {r['id']} ({r['name'] or 'unknown job'}) is {UNFINISHED.get(r['state'], r['state'].lower())}{where}"
+
+
+def require_broker(what: str) -> Settings:
+    """The settings, when a broker is configured (workers, the scheduler and task results need one)."""
+    settings = load_settings()
+    if not settings.broker_url:
+        raise ConfigError(f"DBJOBS_BROKER_URL is not set: {what} need a Redis broker (e.g. redis://localhost:6379/0)")
+    return settings
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run a Celery worker for this app: `celery -A workers.app worker` with the given options."""
+    require_broker("workers")
+    from workers.app import app
+
+    app.worker_main(["worker", *args.celery_args])
+    return 0
+
+
+def cmd_start_scheduler(args: argparse.Namespace) -> int:
+    """Run Celery beat with a backup and a cleanup entry per database alias; options override the settings."""
+    from dataclasses import replace
+
+    settings = require_broker("the scheduler")
+    overrides = {"backup_interval_hours": args.interval, "cleanup_interval_days": args.cleanup_interval,
+                 "keep_days": args.keep_days, "min_keep": args.min_keep,
+                 "backup_dir": Path(args.backup_dir) if args.backup_dir else None}
+    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    from beat_schedule import build_schedule
+    from workers.app import app
+
+    app.conf.beat_schedule = build_schedule(settings)
+    print(f"scheduler: a backup every {settings.backup_interval_hours:g} h and a cleanup every "
+          f"{settings.cleanup_interval_days:g} d (keep {settings.keep_days} days, at least {settings.min_keep}) of "
+          f"{', '.join(sorted(settings.databases))} in {settings.backup_dir}", file=sys.stderr)
+    app.Beat(loglevel=args.loglevel, schedule=args.schedule_file).run()
+    return 0
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
     return submit(args, "dbjobs.backup", {"database": args.database, "output_dir": args.output_dir}, render_backup)
 
@@ -90,23 +197,25 @@ def cmd_list_backups(args: argparse.Namespace) -> int:
     return submit(args, "dbjobs.list_backups", kwargs, render_list)
 
 
-def positive_int(text: str) -> int:
-    """argparse type: a whole number >= 1, with a clear message otherwise."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
+def bounded(kind: type[int] | type[float], low: float, *, inclusive: bool = True) -> Callable[[str], Any]:
+    """An argparse type: a number of `kind` at least `low` (or, not inclusive, above it), with a clear message."""
+    noun = "a whole number" if kind is int else "a number"
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if not (value >= low if inclusive else value > low) or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{text} must be {'at least' if inclusive else 'greater than'} {low:g}")
+        return value
+
+    return parse
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse with the project's one-line `error: ...` for bad usage instead of a usage dump."""
-
-    def error(self, message: str) -> NoReturn:
-        """Print what was wrong and where to look, then exit 2 like argparse."""
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+positive_int = bounded(int, 1)
+positive_float = bounded(float, 0, inclusive=False)  # fractions allowed, so tests can schedule in seconds
+non_negative_int = bounded(int, 0)
 
 
 def job_options(p: argparse.ArgumentParser) -> None:
@@ -115,6 +224,26 @@ def job_options(p: argparse.ArgumentParser) -> None:
                    help="wait for the task to finish, showing progress, and print its result "
                         "(without it, print the task id and return; always waits when running in-process)")
     p.add_argument("--json", action="store_true", help="print the result as JSON for scripts")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, except that `worker` passes every option on to Celery and bad usage is one `error:` line.
+
+    argparse cannot give a REMAINDER positional options that come first (`worker --loglevel
+    INFO`); it reports them as unknown, in order and ahead of the rest, so they are put back.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        """Print what was wrong and where to look (not argparse's usage dump), then exit 2 like argparse."""
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown and getattr(parsed, "celery_args", None) is not None:
+            parsed.celery_args = unknown + parsed.celery_args
+        elif unknown:
+            self.error(f"unrecognized arguments: {' '.join(unknown)}")
+        return parsed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,7 +282,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--database", metavar="ALIAS", help="only backups of this alias")
     job_options(p)
     p.set_defaults(handler=cmd_list_backups)
+
+    add_celery_commands(sub)
     return parser
+
+
+def add_celery_commands(sub: Any) -> None:
+    """`result`, `worker` and `start-scheduler`: the commands that only exist with a broker."""
+    p = sub.add_parser("result", help="show (or wait for) the result of a submitted task",
+                       description="Show the state or result of a task submitted without --wait.")
+    p.add_argument("task_id", metavar="ID", help="the task id a command printed when it submitted the task")
+    p.add_argument("--wait", action="store_true", help="wait for the task to finish, showing progress")
+    p.add_argument("--json", action="store_true", help="print the state or result as JSON for scripts")
+    p.set_defaults(handler=cmd_result)
+
+    p = sub.add_parser("worker", add_help=False, help="start a Celery worker (options go to `celery worker`)",
+                       description="Start a Celery worker for dbjobs; every option is passed to `celery worker` "
+                       "(`dbjobs worker --help` shows them).")
+    p.add_argument("celery_args", nargs=argparse.REMAINDER, metavar="CELERY_WORKER_OPTIONS",
+                   help="options of `celery worker`, e.g. --concurrency 2 --loglevel INFO")
+    p.set_defaults(handler=cmd_worker)
+
+    p = sub.add_parser("start-scheduler", help="run Celery beat: scheduled backups and cleanups",
+                       description="Run Celery beat, enqueueing a backup of every database alias every --interval "
+                       "hours and a cleanup of its backups every --cleanup-interval days; workers do the jobs.")
+    p.add_argument("--backup-dir", metavar="DIR", help="where scheduled backups go and cleanup looks "
+                   "(default: $DBJOBS_BACKUP_DIR or ./backups)")
+    p.add_argument("--interval", type=positive_float, metavar="H",
+                   help="hours between backups; fractions allowed (default: $BACKUP_INTERVAL_HOURS or 24)")
+    p.add_argument("--cleanup-interval", type=positive_float, metavar="D",
+                   help="days between cleanups; fractions allowed (default: $BACKUP_CLEANUP_INTERVAL_DAYS or 1)")
+    p.add_argument("--keep-days", type=non_negative_int, metavar="N",
+                   help="cleanup deletes backups older than N days (default: $BACKUP_KEEP_DAYS or 30)")
+    p.add_argument("--min-keep", type=non_negative_int, metavar="N",
+                   help="cleanup always keeps the N newest backups of each database (default: $BACKUP_MIN_KEEP or 5)")
+    p.add_argument("--schedule-file", default="celerybeat-schedule", metavar="FILE",
+                   help="where beat remembers when each entry last ran (default: ./celerybeat-schedule)")
+    p.add_argument("--loglevel", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   help="beat's log level (default: INFO)")
+    p.set_defaults(handler=cmd_start_scheduler)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from dbjobs.catalog import Backup
 from dbjobs.dburl import DatabaseURL
 from dbjobs.engines import connector_for
 from dbjobs.errors import BackupError
-from dbjobs.manifest import DUMP_SUFFIX, Manifest, new_backup_id
+from dbjobs.manifest import DUMP_SUFFIX, Manifest, new_backup_id, request_token
 from dbjobs.pipeline import DEFAULT_LEVEL, private_dir, write_atomic, write_compressed
 from dbjobs.progress import Progress, ProgressCallback, no_progress
 
@@ -27,6 +27,12 @@ class BackupResult:
 
     backup: Backup
     seconds: float
+
+    @classmethod
+    def of(cls, backup: Backup) -> BackupResult:
+        """The result of a backup taken earlier, timed from its manifest."""
+        m = backup.manifest
+        return cls(backup, (m.finished - datetime.fromisoformat(m.started_at)).total_seconds())
 
     def to_dict(self) -> dict[str, object]:
         """JSON result: the manifest plus where the file is (never a URL or password)."""
@@ -44,9 +50,13 @@ def _schema_fingerprint(db: DatabaseURL) -> str | None:
 
 def run_backup(
     db: DatabaseURL, output_dir: Path, *, progress: ProgressCallback = no_progress,
-    kind: str = "full", note: str = "", level: int = DEFAULT_LEVEL,
+    kind: str = "full", note: str = "", level: int = DEFAULT_LEVEL, request_id: str | None = None,
 ) -> BackupResult:
-    """Back up `db` into `output_dir`; return the complete backup or raise a DbjobsError (no file left)."""
+    """Back up `db` into `output_dir`; return the complete backup or raise a DbjobsError (no file left).
+
+    A `request_id` is recorded in the manifest and fixes the id's token, so a re-run of the same
+    request can find this backup (`catalog.find_request_backup`).
+    """
     connector = connector_for(db)
     progress(Progress("check"))
     tools = connector.tool_versions()
@@ -57,7 +67,7 @@ def run_backup(
     except OSError as exc:
         raise BackupError(f"cannot create backup directory {output_dir}: {exc.strerror}") from None
     started = datetime.now(UTC)
-    backup_id = new_backup_id(db.alias, started, secrets.token_hex(3))
+    backup_id = new_backup_id(db.alias, started, request_token(request_id) if request_id else secrets.token_hex(3))
     path = directory / (backup_id + DUMP_SUFFIX)
     try:
         written, row_counts = write_compressed(path, connector.dump, level=level, progress=progress, total=total)
@@ -72,6 +82,7 @@ def run_backup(
             size=written.size, raw_size=written.raw_size, sha256=written.sha256, compression="zstd",
             compression_level=level, tools=tools, schema_fingerprint=fingerprint, row_counts=row_counts,
             dbjobs_version=__version__, kind=kind, note=note,
+            extra={"request_id": request_id} if request_id else {},
         )
         write_atomic(directory / manifest.manifest_name, manifest.to_json().encode())
     except BaseException:

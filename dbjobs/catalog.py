@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dbjobs.errors import BackupInvalidError, BackupNotFoundError
-from dbjobs.manifest import DUMP_SUFFIX, MANIFEST_SUFFIX, Manifest, is_backup_id, parse_manifest
+from dbjobs.manifest import DUMP_SUFFIX, MANIFEST_SUFFIX, Manifest, is_backup_id, parse_manifest, request_token
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,22 @@ def list_backups(directory: Path, database: str | None = None) -> tuple[list[Bac
             problems.append(f"{dump.name}: no manifest beside it, so it is not a complete backup")
     backups.sort(key=lambda b: (b.manifest.finished, b.manifest.id), reverse=True)
     return backups, problems
+
+
+def find_request_backup(directory: Path, database: str, request_id: str) -> Backup | None:
+    """The complete backup of `database` that request `request_id` already took, if any.
+
+    Only the few manifests whose name carries the request's token are read, so the check
+    stays cheap however many backups the directory holds.
+    """
+    for manifest_path in directory.glob(f"{database}-*-{request_token(request_id)}{MANIFEST_SUFFIX}"):
+        try:
+            backup = read_backup(manifest_path)
+        except (BackupInvalidError, OSError):
+            continue
+        if backup.manifest.extra.get("request_id") == request_id:
+            return backup
+    return None
 
 
 def find_backup(directory: Path, ref: str) -> Backup:

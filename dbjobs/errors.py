@@ -53,6 +53,18 @@ class JobLockedError(DbjobsError):
     """Another job holds the lock on the same database."""
 
 
+class BrokerUnavailableError(DbjobsError):
+    """The Celery broker or result backend (Redis) cannot be reached."""
+
+
+class TaskFailedError(DbjobsError):
+    """A submitted task failed, was revoked, or its id is unknown."""
+
+
+class JobTimeoutError(DbjobsError):
+    """A job ran past its time limit and was stopped."""
+
+
 class StorageError(DbjobsError):
     """A storage backend (local directory, Supabase) failed."""
 

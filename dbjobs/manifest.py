@@ -6,6 +6,7 @@ parses, names its file, and the file's size and SHA-256 match what the manifest 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -22,6 +23,11 @@ ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}-\d{8}T\d{6}Z-[0-9a-f]{6}$")
 def new_backup_id(alias: str, when: datetime, token: str) -> str:
     """`<alias>-<UTC time>-<6 hex>`: sorts by time per database and never collides across workers."""
     return f"{alias}-{when.astimezone(UTC):%Y%m%dT%H%M%SZ}-{token[:6]}"
+
+
+def request_token(request_id: str) -> str:
+    """The id token of the backup a request takes: derived from the request so its re-run can find it cheaply."""
+    return hashlib.sha256(request_id.encode()).hexdigest()[:6]
 
 
 def is_backup_id(text: str) -> bool:

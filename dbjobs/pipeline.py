@@ -21,7 +21,7 @@ from dbjobs.errors import BackupInvalidError
 from dbjobs.progress import Progress, ProgressCallback
 
 T = TypeVar("T")
-DEFAULT_LEVEL = 3
+DEFAULT_LEVEL = 1  # measured: as fast as raw pg_dump -Z0 and smaller than pg_dump -Fc (gzip); 3 is ~40% slower
 
 
 @dataclass(frozen=True)

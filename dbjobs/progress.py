@@ -6,6 +6,7 @@ Jobs call a plain callback so the library stays free of Celery; the worker adapt
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -28,3 +29,28 @@ ProgressCallback = Callable[[Progress], None]
 
 def no_progress(_: Progress) -> None:
     """The callback for callers that do not watch progress."""
+
+
+
+class Throttled:
+    """A progress callback passing on at most one report per `interval` seconds, but always a new
+    phase and a finished one.
+
+    Remote callbacks (a Celery state update, a monitoring event) cost a round trip each; a
+    fast job must not spend its time reporting.
+    """
+
+    def __init__(self, callback: ProgressCallback, interval: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.callback = callback
+        self.interval = interval
+        self.clock = clock
+        self.phase: str | None = None
+        self.last = float("-inf")
+
+    def __call__(self, p: Progress) -> None:
+        now = self.clock()
+        finished = p.total is not None and p.done >= p.total
+        if p.phase != self.phase or finished or now - self.last >= self.interval:
+            self.phase, self.last = p.phase, now
+            self.callback(p)

@@ -7,6 +7,7 @@ typo when the process starts rather than when the first scheduled job fails at 3
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -42,6 +43,10 @@ class Settings:
     keep_days: int
     min_keep: int
     env: str
+    task_time_limit: float = 6 * 3600
+    visibility_timeout: float = 6 * 3600 + 600
+    lock_ttl: float = 60
+    lock_wait: float = 900
 
     def database_url(self, alias: str) -> str:
         """The URL of a configured alias; an unknown alias is a user error, not a KeyError."""
@@ -75,7 +80,9 @@ def _number(env: Mapping[str, str], name: str, default: float, *, integer: bool)
     except ValueError:
         kind = "a whole number" if integer else "a number"
         raise ConfigError(f"{name}={raw!r} is not {kind}") from None
-    if value < 0 or value != value:
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}={raw!r} must be a finite number")
+    if value < 0:
         raise ConfigError(f"{name}={raw!r} must not be negative")
     return value
 
@@ -174,4 +181,20 @@ def load_settings(
         keep_days=keep_days,
         min_keep=min_keep,
         env=environment,
+        **_worker_limits(env),
     )
+
+
+def _worker_limits(env: Mapping[str, str]) -> dict[str, float]:
+    """Time limits of the Celery layer: how long a job may run, and when a lost one is redelivered.
+
+    The visibility timeout defaults to the time limit plus ten minutes, so a running job is
+    never handed to a second worker; tests lower both to see a killed worker's job come back.
+    """
+    limit = _positive(env, "DBJOBS_TASK_TIME_LIMIT", 6 * 3600)
+    return {
+        "task_time_limit": limit,
+        "visibility_timeout": _positive(env, "DBJOBS_VISIBILITY_TIMEOUT", limit + 600),
+        "lock_ttl": _positive(env, "DBJOBS_LOCK_TTL", 60),
+        "lock_wait": _number(env, "DBJOBS_LOCK_WAIT", 900, integer=False),
+    }

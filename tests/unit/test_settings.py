@@ -25,7 +25,8 @@ def test_aliases_from_pairs_and_json() -> None:
 
 @pytest.mark.parametrize(("name", "value"), [
     ("BACKUP_INTERVAL_HOURS", "abc"), ("BACKUP_INTERVAL_HOURS", "0"), ("BACKUP_KEEP_DAYS", "-1"),
-    ("BACKUP_MIN_KEEP", "2.5"), ("BACKUP_CLEANUP_INTERVAL_DAYS", "nan"), ("DBJOBS_DATABASES", "noequals"),
+    ("BACKUP_MIN_KEEP", "2.5"), ("BACKUP_CLEANUP_INTERVAL_DAYS", "nan"),
+    ("BACKUP_INTERVAL_HOURS", "inf"), ("DBJOBS_DATABASES", "noequals"),
     ("DBJOBS_DATABASES", "{bad json"), ("DBJOBS_DATABASES", "9bad=sqlite:///x"), ("DBJOBS_ENV", "prod"),
     ("DBJOBS_BROKER_URL", "amqp://guest@localhost//"), ("DBJOBS_MODELS", "app.models"),
 ])

@@ -1,0 +1,36 @@
+"""The beat schedule, built from settings: a backup of every database alias every
+`BACKUP_INTERVAL_HOURS`, and a cleanup of its backups every `BACKUP_CLEANUP_INTERVAL_DAYS`.
+
+Pure data (no Celery import), so it is tested without a broker. Each message expires after one
+interval: when workers were down, a backlog of identical backups is not run all at once.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from dbjobs.settings import Settings
+
+
+def build_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Celery `beat_schedule` entries for every configured alias."""
+    backup_every = timedelta(hours=settings.backup_interval_hours)
+    cleanup_every = timedelta(days=settings.cleanup_interval_days)
+    backup_dir = str(settings.backup_dir)
+    schedule: dict[str, dict[str, Any]] = {}
+    for alias in sorted(settings.databases):
+        schedule[f"backup {alias}"] = {
+            "task": "dbjobs.backup",
+            "schedule": backup_every,
+            "kwargs": {"database": alias, "output_dir": backup_dir},
+            "options": {"expires": backup_every.total_seconds()},
+        }
+        schedule[f"cleanup {alias}"] = {
+            "task": "dbjobs.cleanup",
+            "schedule": cleanup_every,
+            "kwargs": {"database": alias, "backup_dir": backup_dir, "keep_days": settings.keep_days,
+                       "min_keep": settings.min_keep, "dry_run": False},
+            "options": {"expires": cleanup_every.total_seconds()},
+        }
+    return schedule

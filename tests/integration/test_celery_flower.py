@@ -1,0 +1,65 @@
+"""Flower, started the documented way, shows a dbjobs task with its result and without any secret."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.celery_support import (
+    PYTHON,
+    SECRET,
+    Proc,
+    celery_env,
+    cli_json,
+    flushed_redis,
+    make_sqlite,
+    start_worker,
+    wait_until,
+)
+
+pytestmark = pytest.mark.redis
+AUTH = ("ops", "flower-pass")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_flower_lists_the_task_with_its_result_and_no_secret(tmp_path: Path) -> None:
+    broker = flushed_redis(13)
+    make_sqlite(tmp_path / "app.sqlite3", rows=20)
+    env = celery_env(tmp_path, broker)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    flower = Proc([PYTHON, "-m", "celery", "-A", "workers.app", "flower", f"--port={port}", "--address=127.0.0.1",
+                   f"--basic-auth={AUTH[0]}:{AUTH[1]}"], env, tmp_path / "flower.log", tmp_path)
+    worker = None
+    try:
+        flower.wait_for_log("Visit me at", timeout=30)
+        worker = start_worker(env, tmp_path)
+        backup = cli_json(env, tmp_path, "backup", "--wait")
+        with httpx.Client(base_url=url, timeout=5) as http:
+            assert http.get("/api/tasks").status_code == 401
+            task: dict = {}
+
+            def shown() -> bool:
+                tasks = http.get("/api/tasks", auth=AUTH).json()
+                task.update(next((t for t in tasks.values() if t.get("state") == "SUCCESS"), {}))
+                return bool(task)
+
+            wait_until(shown, 20, "Flower never showed the finished task")
+            page = http.get("/api/tasks", auth=AUTH).text
+    finally:
+        flower.stop()
+        if worker:
+            worker.stop()
+        flushed_redis(13)
+    assert task["name"] == "dbjobs.backup" and backup["id"] in task["result"]
+    assert "'database': 'default'" in task["kwargs"]
+    assert SECRET not in page and "postgresql://" not in page
+

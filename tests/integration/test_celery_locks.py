@@ -1,0 +1,74 @@
+"""The per-database lock against real Redis: exclusive, renewed while held, released on every exit,
+and never held forever by a process that died."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import redis
+
+from dbjobs.errors import JobLockedError
+from tests.celery_support import flushed_redis
+from workers.locks import KEY, database_lock, lock_owner
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def client():
+    client = redis.Redis.from_url(flushed_redis(11))
+    yield client
+    client.flushdb()
+    client.close()
+
+
+def test_second_job_waits_then_runs_after_the_first(client) -> None:
+    order: list[str] = []
+
+    def first() -> None:
+        with database_lock(client, "db", "dbjobs.backup t1", ttl=2, wait=5):
+            order.append("first in")
+            time.sleep(0.5)
+            order.append("first out")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    time.sleep(0.1)
+    with database_lock(client, "db", "dbjobs.restore t2", ttl=2, wait=5):
+        order.append("second in")
+    thread.join()
+    assert order == ["first in", "first out", "second in"]
+    assert client.get(KEY.format("db")) is None
+
+
+def test_a_busy_database_is_refused_naming_the_running_task(client) -> None:
+    with database_lock(client, "db", "dbjobs.backup 1234-task", ttl=2, wait=0):
+        assert lock_owner(client, "db") == "dbjobs.backup 1234-task"
+        with pytest.raises(JobLockedError) as err, database_lock(client, "db", "dbjobs.restore t2", ttl=2, wait=0.2):
+            pass
+        with database_lock(client, "other", "dbjobs.backup t3", ttl=2, wait=0):
+            pass  # another alias is independent
+    assert "dbjobs.backup 1234-task" in str(err.value) and "'db' is busy" in str(err.value)
+
+
+def test_the_heartbeat_keeps_a_long_job_locked_past_its_ttl(client) -> None:
+    with database_lock(client, "db", "dbjobs.backup t1", ttl=0.6, wait=0):
+        time.sleep(1.5)
+        assert lock_owner(client, "db") == "dbjobs.backup t1"
+        assert 0 < client.pttl(KEY.format("db")) <= 600
+
+
+def test_released_when_the_job_fails(client) -> None:
+    with pytest.raises(ValueError), database_lock(client, "db", "dbjobs.backup t1", ttl=5, wait=0):
+        raise ValueError("job failed")
+    assert lock_owner(client, "db") is None
+
+
+def test_a_dead_holders_lock_expires(client) -> None:
+    client.set(KEY.format("db"), "dbjobs.backup killed-task abc", px=500)  # what a kill -9 leaves behind
+    started = time.monotonic()
+    with database_lock(client, "db", "dbjobs.backup t2", ttl=2, wait=5):
+        waited = time.monotonic() - started
+    assert 0.3 < waited < 2

@@ -1,0 +1,130 @@
+"""Submitting tasks by name and waiting for them: what the CLI (or any Python service) needs of Celery.
+
+Only `workers.app` is imported, never `workers.tasks`: a submitter needs the names, not the code,
+so it starts fast and works against workers that run a newer version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from celery import states
+from celery.exceptions import TimeoutError as ResultTimeout
+from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
+
+from dbjobs.errors import BrokerUnavailableError, DbjobsError, TaskFailedError
+from dbjobs.progress import Progress, ProgressCallback, no_progress
+from workers.app import app, task_name
+from workers.config import PROGRESS_STATE, redacted_url
+
+# A submitter fails within seconds when Redis is down; workers keep Celery's patient defaults.
+FAIL_FAST = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
+app.conf.result_backend_transport_options = {"retry_policy": FAIL_FAST}
+Notice = Callable[[str], None]
+IDLE_NOTICE = 5.0
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    """Where a task is: its state, its name if known, and its result once it succeeded."""
+
+    id: str
+    name: str | None
+    state: str
+    result: dict[str, Any] | None = None
+    progress: Progress | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form for `result ID --json`."""
+        return {"id": self.id, "name": self.name, "state": self.state, "result": self.result,
+                "progress": self.progress.to_dict() if self.progress else None}
+
+
+@contextmanager
+def _broker() -> Iterator[None]:
+    """Turn a dead or unreachable Redis into one clear line instead of a traceback or a hang."""
+    try:
+        yield
+    except (OperationalError, RedisError, OSError, RuntimeError) as exc:
+        cause = exc.__cause__ if isinstance(exc, RuntimeError) else exc
+        if not isinstance(cause, (RedisError, OSError, OperationalError)):
+            raise  # a RuntimeError that is not Celery's "cannot reconnect to the result store" is a bug
+        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise BrokerUnavailableError(
+            f"cannot reach the broker {redacted_url(app.conf.broker_url)} ({reason}); "
+            "start Redis or fix DBJOBS_BROKER_URL / DBJOBS_RESULT_BACKEND"
+        ) from None
+
+
+def submit(name: str, kwargs: dict[str, Any]) -> str:
+    """Queue task `name` with JSON `kwargs` (aliases and options, never URLs); return its id."""
+    with _broker():
+        return app.send_task(name, kwargs=kwargs, retry_policy=FAIL_FAST).id
+
+
+def _progress(meta: Any) -> Progress | None:
+    if not isinstance(meta, dict) or "phase" not in meta:
+        return None
+    return Progress(str(meta["phase"]), int(meta.get("done") or 0), meta.get("total"))
+
+
+def _reason(error: Any) -> str:
+    """The message of an exception as the result backend stores it (a dict) or as Celery rebuilt it."""
+    if isinstance(error, dict):
+        return " ".join(str(a) for a in error.get("exc_message") or ()) or str(error.get("exc_type"))
+    return str(error)
+
+
+def _failure(task_id: str, name: str | None, state: str, error: Any) -> DbjobsError:
+    if isinstance(error, DbjobsError):
+        return error
+    what = f"task {task_id} ({name or 'unknown job'})"
+    if state == states.REVOKED:
+        return TaskFailedError(f"{what} was revoked before it finished")
+    return TaskFailedError(f"{what} failed: {type(error).__name__}: {error}")
+
+
+def status(task_id: str) -> TaskStatus:
+    """The task's state now; raise the job's own error if it failed, TaskFailedError if the id is unknown."""
+    with _broker():
+        result = app.AsyncResult(task_id)
+        state, info = result.state, result.info
+        name = task_name(task_id)
+    if state == states.PENDING and name is None:
+        raise TaskFailedError(f"no task {task_id} is known here: it was never submitted, or its result expired "
+                              "(results are kept for 7 days)")
+    if state in states.PROPAGATE_STATES:
+        raise _failure(task_id, name, state, info)
+    if state == states.SUCCESS:
+        return TaskStatus(task_id, name, state, result=info)
+    return TaskStatus(task_id, name, state, progress=_progress(info))
+
+
+def wait(task_id: str, progress: ProgressCallback = no_progress, notice: Notice | None = None) -> TaskStatus:
+    """Block until the task finishes, passing its progress reports on; return it or raise its error.
+
+    `notice` hears of retries (a database that is briefly unreachable) and of a task that no
+    worker has picked up after a while, so a waiting user knows why nothing moves.
+    """
+    heard = [status(task_id).state != states.PENDING]  # an unknown id fails here instead of waiting forever
+
+    def on_message(meta: dict[str, Any]) -> None:
+        heard[0] = True
+        if meta.get("status") == PROGRESS_STATE and (p := _progress(meta.get("result"))):
+            progress(p)
+        elif meta.get("status") == states.RETRY and notice:
+            notice(f"task {task_id} will be retried: {_reason(meta.get('result'))}")
+
+    result = app.AsyncResult(task_id)
+    with _broker():
+        try:
+            result.get(on_message=on_message, propagate=False, interval=0.05, timeout=IDLE_NOTICE)
+        except ResultTimeout:
+            if not heard[0] and notice:
+                notice(f"task {task_id} is still queued: no worker has taken it yet (is one running? `dbjobs worker`)")
+            result.get(on_message=on_message, propagate=False, interval=0.05)
+    return status(task_id)

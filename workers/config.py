@@ -1,0 +1,83 @@
+"""Celery configuration derived from dbjobs settings: pure data, so it is tested without a broker.
+
+Each value is chosen for long, conflicting, must-not-be-lost jobs; README "Running with Celery"
+explains them to operators.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from dbjobs.settings import Settings
+
+RESULT_EXPIRES = timedelta(days=7)
+PROGRESS_STATE = "PROGRESS"  # the custom state of a running job: meta is `Progress.to_dict()`
+CONNECT_TIMEOUT = 2.0
+SOCKET_TIMEOUT = 10.0
+
+
+def soft_time_limit(hard: float) -> float:
+    """The soft limit leaves the job time to clean up (drop its partial file) before the hard kill:
+    five minutes, or half of a limit shorter than ten minutes."""
+    return hard - min(300.0, hard / 2)
+
+
+def restore_interval(visibility_timeout: float) -> int:
+    """How often a worker looks for messages whose worker died: a few times per visibility timeout."""
+    return int(min(60, max(1, visibility_timeout // 3)))
+
+
+def redacted_url(url: str) -> str:
+    """A broker URL safe to print: the password (and user) replaced."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    host = parts.hostname or ""
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The Celery settings for `settings` (broker and backend URLs included, so never log this dict)."""
+    return {
+        "broker_url": settings.broker_url,
+        "result_backend": settings.result_backend,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "timezone": "UTC",
+        "enable_utc": True,
+        # A job is acknowledged only when it finished; a worker that dies puts it back in the queue.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_deduplicate_successful_tasks": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "task_track_started": True,
+        "task_time_limit": settings.task_time_limit,
+        "task_soft_time_limit": soft_time_limit(settings.task_time_limit),
+        "result_expires": RESULT_EXPIRES,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": CONNECT_TIMEOUT,
+        "broker_transport_options": {
+            # Longer than the longest job, or a running job would be handed to a second worker.
+            "visibility_timeout": settings.visibility_timeout,
+            "unacked_restore_interval": restore_interval(settings.visibility_timeout),
+            "unacked_restore_throttle": 1,
+            "socket_connect_timeout": CONNECT_TIMEOUT,
+            "socket_timeout": SOCKET_TIMEOUT,
+            "socket_keepalive": True,
+            "health_check_interval": 10,
+        },
+        "redis_socket_connect_timeout": CONNECT_TIMEOUT,
+        "redis_socket_timeout": SOCKET_TIMEOUT,
+        "redis_socket_keepalive": True,
+        "redis_retry_on_timeout": True,
+        "task_publish_retry_policy": {"max_retries": 3, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
+    }

@@ -1,0 +1,120 @@
+"""One Celery task per public job in `dbjobs.jobs.JOBS`, under the job's own name (`dbjobs.backup`, ...).
+
+Each task resolves settings in the worker, takes the database lock the job needs, reports
+progress as the custom `PROGRESS` state (and a `task-progress` event for Flower), and returns
+the job's JSON result. User errors fail the task with their one-line message; only transient
+connection errors are retried, with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+from celery import Task, states
+from celery.exceptions import SoftTimeLimitExceeded
+from kombu.exceptions import OperationalError
+
+from dbjobs.errors import DatabaseUnavailableError, DbjobsError, JobTimeoutError
+from dbjobs.jobs import JOBS, Job, locked_alias, run_job
+from dbjobs.progress import Progress, Throttled
+from dbjobs.settings import Settings, load_settings
+from workers.app import app
+from workers.config import CONNECT_TIMEOUT, PROGRESS_STATE, SOCKET_TIMEOUT
+from workers.locks import database_lock
+
+log = logging.getLogger(__name__)
+PROGRESS_INTERVAL = 0.5
+TRANSIENT = (DatabaseUnavailableError, redis.ConnectionError, redis.TimeoutError)
+MAX_RETRIES = 5
+BACKOFF_MAX = 300
+
+
+def backoff(retries: int) -> float:
+    """Seconds before retry number `retries + 1`: 2, 4, 8, ... capped, with jitter so workers spread out."""
+    return min(BACKOFF_MAX, 2 ** (retries + 1)) * random.uniform(0.8, 1.2)
+
+
+def clean(exc: DbjobsError) -> DbjobsError:
+    """The error without its chained causes or deep traceback: a result holds the one-line message only."""
+    exc.__cause__ = exc.__context__ = None
+    exc.__suppress_context__ = True
+    return exc.with_traceback(None)
+
+
+def _reporter(task: Task) -> Throttled:
+    """Progress as task state and event; a report lost to a Redis blip must not fail an hour-long job."""
+
+    def report(p: Progress) -> None:
+        meta = p.to_dict()
+        try:
+            task.update_state(state=PROGRESS_STATE, meta=meta)
+            task.send_event("task-progress", **meta)
+        except (redis.RedisError, OperationalError, OSError) as exc:
+            log.warning("progress of %s not reported: %s", task.request.id, exc)
+
+    return Throttled(report, PROGRESS_INTERVAL)
+
+
+@functools.cache
+def _redis(url: str) -> redis.Redis:
+    """One client (and connection pool) per worker process; redis-py renews its pool after a fork."""
+    return redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=SOCKET_TIMEOUT)
+
+
+@contextmanager
+def _locked(task: Task, job: Job, settings: Settings, kwargs: dict[str, Any]) -> Iterator[None]:
+    alias = locked_alias(job.name, settings, kwargs)
+    if alias is None:
+        yield
+        return
+    with database_lock(_redis(settings.broker_url or ""), alias, f"{job.name} {task.request.id}",
+                       ttl=settings.lock_ttl, wait=settings.lock_wait):
+        yield
+
+
+def _earlier_success(task: Task) -> Any:
+    """The stored result when this message is a redelivery of a request that already succeeded."""
+    if not (task.request.delivery_info or {}).get("redelivered"):
+        return None
+    meta = task.backend.get_task_meta(task.request.id)
+    return meta["result"] if meta["status"] == states.SUCCESS else None
+
+
+def execute(task: Task, job: Job, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Run `job` for `task` under its database lock; a redelivered request that already succeeded is not redone."""
+    settings = load_settings()
+    if job.accepts_request_id:
+        kwargs = {"request_id": task.request.id, **kwargs}
+    try:
+        with _locked(task, job, settings, kwargs):
+            done = _earlier_success(task)
+            return done if done is not None else run_job(job.name, settings, kwargs, _reporter(task))
+    except SoftTimeLimitExceeded:
+        raise JobTimeoutError(f"{job.name} was stopped near its time limit of {settings.task_time_limit:g} s "
+                              "(DBJOBS_TASK_TIME_LIMIT); raise the limit for bigger databases") from None
+
+
+def register(job: Job) -> Task:
+    """The Celery task that runs `job`, named like the job so other services can `send_task` it."""
+
+    @app.task(name=job.name, bind=True, max_retries=MAX_RETRIES, throws=(DbjobsError,))
+    def run(self: Task, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return execute(self, job, kwargs)
+        except TRANSIENT as exc:
+            failure = clean(exc) if isinstance(exc, DbjobsError) else exc
+            raise self.retry(exc=failure, countdown=backoff(self.request.retries)) from None
+        except DbjobsError as exc:
+            raise clean(exc) from None
+
+    run.__doc__ = job.function.__doc__
+    return run
+
+
+TASKS: dict[str, Task] = {name: register(job) for name, job in JOBS.items()}
