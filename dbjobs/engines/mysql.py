@@ -57,8 +57,8 @@ class MySQLConnector(ServerConnector):
         url = self.db.url
         lines = ["[client]", f"host={url.host or 'localhost'}", f"port={url.port or 3306}",
                  f"user={url.username or 'root'}", "default-character-set=utf8mb4"]
-        if url.password:
-            lines.append(f"password=\"{url.password}\"")
+        if url.password:  # quoted, with the option file's escapes, so '#', quotes and spaces survive
+            lines.append('password="{}"'.format(url.password.replace("\\", "\\\\").replace('"', '\\"')))
         fd, path = tempfile.mkstemp(prefix="dbjobs-", suffix=".cnf")
         try:
             with os.fdopen(fd, "w") as f:

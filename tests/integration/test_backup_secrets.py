@@ -7,6 +7,7 @@ import stat
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
@@ -61,3 +62,32 @@ def test_cli_output_holds_no_password(password_url: str, tmp_path: Path) -> None
     assert "is unreachable" in error_line(failed) and "***" in failed.stderr
     for proc in [*outputs, failed]:
         assert PASSWORD not in proc.stdout + proc.stderr
+
+
+TRICKY = 'a"b\\c#d e\'f;%@'
+
+
+@pytest.fixture
+def mysql_password_url(mysql_url: str) -> Iterator[str]:
+    """`mysql_url` reached as a user whose password needs quoting everywhere (MariaDB checks it)."""
+    user = f"dbjobs_pw_{uuid.uuid4().hex[:8]}"
+    with connect(mysql_url) as conn:
+        conn.execute(sa.text(f"CREATE USER '{user}'@'%' IDENTIFIED BY :pw"), {"pw": TRICKY})
+        conn.execute(sa.text(f"GRANT ALL ON *.* TO '{user}'@'%'"))
+    try:
+        yield mysql_url.replace("mysql://root@", f"mysql://{user}:{quote(TRICKY, safe='')}@")
+    finally:
+        with connect(mysql_url) as conn:
+            conn.execute(sa.text(f"DROP USER '{user}'@'%'"))
+
+
+def test_mysql_password_with_quotes_and_hashes_reaches_the_tools(mysql_password_url: str, tmp_path: Path) -> None:
+    build_sample(mysql_password_url)
+    settings = settings_for(tmp_path, secret=mysql_password_url)
+
+    result = run_job("dbjobs.backup", settings, {"database": "secret"})
+    run_job("dbjobs.restore", settings, {"backup": result["id"], "confirmed": True})
+
+    assert sum(result["row_counts"].values()) == 200
+    assert TRICKY not in json.dumps(result)
+    assert all(TRICKY.encode() not in p.read_bytes() for p in tmp_path.iterdir())
