@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -224,11 +225,19 @@ def second_database(url: str, tmp_path: Path) -> Iterator[str]:
 CLI = Path(__file__).resolve().parents[1] / "cli.py"
 
 
-def run_cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """`python cli.py ARGS` in `cwd` with only the given DBJOBS_* settings and no terminal."""
+def run_cli(cwd: Path, *args: str, max_file_size: int | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python cli.py ARGS` in `cwd` with only the given DBJOBS_* settings and no terminal.
+
+    `max_file_size` caps every file the command writes (RLIMIT_FSIZE): a disk that fills up.
+    """
     base = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "HOME": str(cwd)}
+
+    def limit() -> None:
+        if max_file_size is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_size, max_file_size))
+
     return subprocess.run([sys.executable, str(CLI), *args], cwd=cwd, env={**base, **env}, capture_output=True,
-                          text=True, stdin=subprocess.DEVNULL, timeout=120, check=False)
+                          text=True, stdin=subprocess.DEVNULL, timeout=120, check=False, preexec_fn=limit)
 
 
 def error_line(proc: subprocess.CompletedProcess[str]) -> str:

@@ -17,7 +17,7 @@ from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 
 from dbjobs.engines.base import CHUNK, Connector, Sink, counting_while
-from dbjobs.errors import DatabaseUnavailableError, RestoreError
+from dbjobs.errors import BackupError, DatabaseUnavailableError, RestoreError
 
 
 @contextmanager
@@ -47,7 +47,15 @@ class SQLiteConnector(Connector):
         path = self.db.sqlite_path
         if not path.is_file():
             raise DatabaseUnavailableError(f"database {self.db.alias!r}: SQLite file {path} does not exist")
-        return sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=30)
+        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=30)
+        try:
+            conn.execute("PRAGMA schema_version").fetchone()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise DatabaseUnavailableError(
+                f"database {self.db.alias!r}: {path} cannot be opened as SQLite ({exc}); if it is damaged, "
+                "move it away and restore a backup into a new file") from None
+        return conn
 
     def exists(self) -> bool:
         return self.db.sqlite_path.is_file()
@@ -82,6 +90,8 @@ class SQLiteConnector(Connector):
                             sink(chunk)
 
                 return counting_while(count, stream)
+        except sqlite3.Error as exc:  # a damaged page, a full disk for the staging image
+            raise BackupError(f"SQLite backup of {self.db.alias!r} failed: {exc}") from None
         finally:
             src.close()
 

@@ -79,3 +79,13 @@ def test_missing_client_tool_is_named(pg_url: str, tmp_path: Path) -> None:
 
     assert "pg_dump not found on PATH; install the PostgreSQL client" in error_line(proc)
     assert not (tmp_path / "backups").exists() or backup_files(tmp_path / "backups") == []
+
+
+def test_a_file_that_is_not_sqlite_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "notes.sqlite3").write_text("hello, not a database\n" * 200)
+
+    proc = run_cli(tmp_path, "backup", DBJOBS_DATABASE_URL="sqlite:///notes.sqlite3")
+
+    assert "notes.sqlite3 cannot be opened as SQLite (file is not a database)" in error_line(proc)
+    assert not (tmp_path / "backups").exists() or backup_files(tmp_path / "backups") == []
+    assert (tmp_path / "notes.sqlite3").read_text() == "hello, not a database\n" * 200
