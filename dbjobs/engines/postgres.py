@@ -32,16 +32,17 @@ USER_TABLES = """
       AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
     ORDER BY 1
 """
-# Drops every user schema, then recreates `public` with the owner and privileges it had: a plain
-# CREATE SCHEMA would leave it owned by the restoring superuser with no USAGE for anyone else,
-# locking the application's roles out (pg_dump records public's ownership and ACL only when they
-# differ from the defaults, so the dump does not put them back).
+# Drops every user schema and every large object (they belong to no schema), then recreates
+# `public` with the owner and privileges it had: a plain CREATE SCHEMA would leave it owned by
+# the restoring superuser with no USAGE for anyone else, locking the application's roles out
+# (pg_dump records public's ownership and ACL only when they differ from the defaults).
 DROP_USER_SCHEMAS = """DO $dbjobs$ DECLARE s text; owner regrole; acl aclitem[]; g record; BEGIN
   SELECT nspowner::regrole, nspacl INTO owner, acl FROM pg_namespace WHERE nspname = 'public';
   FOR s IN SELECT nspname FROM pg_namespace WHERE nspname NOT IN ('pg_catalog', 'information_schema')
            AND nspname NOT LIKE 'pg\\_toast%' AND nspname NOT LIKE 'pg\\_temp%' LOOP
     EXECUTE format('DROP SCHEMA %I CASCADE', s);
   END LOOP;
+  PERFORM pg_catalog.lo_unlink(oid) FROM pg_catalog.pg_largeobject_metadata;
   CREATE SCHEMA public;
   IF owner IS NOT NULL THEN
     EXECUTE format('ALTER SCHEMA public OWNER TO %s', owner);
@@ -109,6 +110,6 @@ class PostgresConnector(ServerConnector):
         run_restore(
             [["pg_restore", "--single-transaction", "-f", "-", *ownership],
              ["psql", "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1",
-              "-c", "BEGIN", "-c", DROP_USER_SCHEMAS, "-f", "-"]],
+              "-c", "BEGIN; SET LOCAL client_min_messages = error", "-c", DROP_USER_SCHEMAS, "-f", "-"]],
             self._env(), chunks, "pg_restore into psql (the transaction was rolled back; the database is unchanged)",
         )

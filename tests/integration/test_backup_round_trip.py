@@ -75,3 +75,30 @@ def test_postgres_public_schema_keeps_its_owner_and_privileges(pg_url: str, tmp_
     with connect(pg_url) as conn:
         assert conn.execute(query).one() == before
     assert before[0] == "pg_database_owner" and "=U/" in before[1]
+
+
+def test_postgres_large_objects_and_extra_schemas_round_trip(pg_url: str, tmp_path: Path) -> None:
+    """Objects outside `public` are replaced too: other schemas, and large objects (which belong to no schema)."""
+    import sqlalchemy as sa
+
+    from tests.backup_support import connect
+
+    with connect(pg_url) as conn:
+        conn.execute(sa.text("CREATE SCHEMA audit"))
+        conn.execute(sa.text("CREATE TABLE audit.log (id int PRIMARY KEY, doc oid)"))
+        conn.execute(sa.text("INSERT INTO audit.log VALUES (1, lo_from_bytea(0, 'first document'))"))
+    state = sa.text("SELECT l.id, lo_get(l.doc) FROM audit.log l ORDER BY l.id")
+    with connect(pg_url) as conn:
+        before = conn.execute(state).all()
+    settings = settings_for(tmp_path / "backups", main=pg_url)
+    result = run_job("dbjobs.backup", settings, {"database": "main"})
+    with connect(pg_url) as conn:
+        conn.execute(sa.text("INSERT INTO audit.log VALUES (2, lo_from_bytea(0, 'second'))"))
+        conn.execute(sa.text("CREATE SCHEMA scratch"))
+
+    run_job("dbjobs.restore", settings, {"backup": result["id"], "confirmed": True})
+
+    with connect(pg_url) as conn:
+        assert conn.execute(state).all() == before
+        assert conn.execute(sa.text("SELECT count(*) FROM pg_largeobject_metadata")).scalar() == 1
+        assert conn.execute(sa.text("SELECT count(*) FROM pg_namespace WHERE nspname = 'scratch'")).scalar() == 0
