@@ -25,7 +25,10 @@ from dbjobs.engines.base import (
 )
 
 HINT = "the MariaDB client (Debian/Ubuntu: apt-get install mariadb-client)"
+# group_concat_max_len is raised first: MySQL's default (1024 bytes) would cut the list of names
+# after a few dozen tables, leaving tables behind or producing a broken DROP.
 DROP_ALL = """
+SET SESSION group_concat_max_len = 67108864;
 SET FOREIGN_KEY_CHECKS=0;
 SET @dbjobs_views = (SELECT GROUP_CONCAT(CONCAT('`', TABLE_NAME, '`')) FROM information_schema.VIEWS
                      WHERE TABLE_SCHEMA = DATABASE());
