@@ -6,6 +6,7 @@ import json
 import stat
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -18,18 +19,27 @@ from tests.backup_support import build_sample, connect, error_line, run_cli, set
 PASSWORD = "s3cr3t-XYZ"
 
 
+@contextmanager
+def login(admin_url: str, admin_user: str, create: list[str], drop: list[str], password: str) -> Iterator[str]:
+    """`admin_url` reached as a new login with `password` (created by the statements, dropped after)."""
+    name = f"dbjobs_pw_{uuid.uuid4().hex[:8]}"
+    with connect(admin_url) as conn:
+        for statement in create:
+            conn.execute(sa.text(statement.format(name=name)), {"pw": password})
+    try:
+        yield admin_url.replace(f"://{admin_user}@", f"://{name}:{quote(password, safe='')}@")
+    finally:
+        with connect(admin_url) as conn:
+            for statement in drop:
+                conn.execute(sa.text(statement.format(name=name)))
+
+
 @pytest.fixture
 def password_url(pg_url: str) -> Iterator[str]:
     """`pg_url` reached as a role with a password (loopback auth is trust, so any password logs in)."""
-    role = f"dbjobs_pw_{uuid.uuid4().hex[:8]}"
-    with connect(pg_url) as conn:
-        conn.execute(sa.text(f"CREATE ROLE {role} LOGIN PASSWORD '{PASSWORD}' SUPERUSER"))
-    try:
-        yield pg_url.replace("postgresql://postgres@", f"postgresql://{role}:{PASSWORD}@")
-    finally:
-        with connect(pg_url) as conn:
-            conn.execute(sa.text(f"DROP OWNED BY {role}"))
-            conn.execute(sa.text(f"DROP ROLE {role}"))
+    with login(pg_url, "postgres", [f"CREATE ROLE {{name}} LOGIN PASSWORD '{PASSWORD}' SUPERUSER"],
+               ["DROP OWNED BY {name}", "DROP ROLE {name}"], PASSWORD) as url:
+        yield url
 
 
 def test_files_are_private_and_hold_no_password(password_url: str, tmp_path: Path) -> None:
@@ -70,15 +80,9 @@ TRICKY = 'a"b\\c#d e\'f;%@'
 @pytest.fixture
 def mysql_password_url(mysql_url: str) -> Iterator[str]:
     """`mysql_url` reached as a user whose password needs quoting everywhere (MariaDB checks it)."""
-    user = f"dbjobs_pw_{uuid.uuid4().hex[:8]}"
-    with connect(mysql_url) as conn:
-        conn.execute(sa.text(f"CREATE USER '{user}'@'%' IDENTIFIED BY :pw"), {"pw": TRICKY})
-        conn.execute(sa.text(f"GRANT ALL ON *.* TO '{user}'@'%'"))
-    try:
-        yield mysql_url.replace("mysql://root@", f"mysql://{user}:{quote(TRICKY, safe='')}@")
-    finally:
-        with connect(mysql_url) as conn:
-            conn.execute(sa.text(f"DROP USER '{user}'@'%'"))
+    with login(mysql_url, "root", ["CREATE USER '{name}'@'%' IDENTIFIED BY :pw", "GRANT ALL ON *.* TO '{name}'@'%'"],
+               ["DROP USER '{name}'@'%'"], TRICKY) as url:
+        yield url
 
 
 def test_mysql_password_with_quotes_and_hashes_reaches_the_tools(mysql_password_url: str, tmp_path: Path) -> None:
