@@ -1,4 +1,4 @@
-"""PostgreSQL: `pg_dump -Fc` streamed out, `pg_restore | psql --single-transaction` streamed in.
+"""PostgreSQL: `pg_dump -Fc` streamed out, `pg_restore --single-transaction -f - | psql` streamed in.
 
 The dump runs on a snapshot exported by our own connection, so the row counts recorded in
 the manifest are exactly the rows in the dump even while the application keeps writing. The
