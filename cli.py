@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from dbjobs.errors import ConfigError, ConfirmationRequired, DbjobsError
 from dbjobs.settings import Settings, load_settings
@@ -319,11 +319,15 @@ def job_options(p: argparse.ArgumentParser) -> None:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, except that `worker` passes every option on to Celery.
+    """argparse, except that `worker` passes every option on to Celery and bad usage is one `error:` line.
 
     argparse cannot give a REMAINDER positional options that come first (`worker --loglevel
     INFO`); it reports them as unknown, in order and ahead of the rest, so they are put back.
     """
+
+    def error(self, message: str) -> NoReturn:
+        """Print what was wrong and where to look (not argparse's usage dump), then exit 2 like argparse."""
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
     def parse_args(self, args: Any = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]
         parsed, unknown = self.parse_known_args(args, namespace)

@@ -93,6 +93,8 @@ def _list_scanned(scanned: Sequence[tuple[Storage, Scan]], database: str | None)
     for storage, scan in scanned:
         problems.extend(f"{i}: manifest without its file in {storage.where} (an interrupted deletion; "
                         "cleanup finishes it)" for i in sorted(scan.orphans))
+        problems.extend(f"{i}{DUMP_SUFFIX}: no manifest beside it, so it is not a complete backup"
+                        for i in sorted(scan.dumps - scan.manifests))
         ids = scan.complete if database is None else {i for i in scan.complete if i.startswith(database + "-")}
         for backup_id, raw in storage.read_manifests(ids):
             try:
@@ -104,7 +106,7 @@ def _list_scanned(scanned: Sequence[tuple[Storage, Scan]], database: str | None)
                 continue
             if database is None or backup.manifest.database == database:
                 merged[backup_id] = merge(merged.get(backup_id), backup)
-    backups = sorted(merged.values(), key=lambda b: (b.manifest.finished_at, b.manifest.id), reverse=True)
+    backups = sorted(merged.values(), key=lambda b: (b.manifest.finished, b.manifest.id), reverse=True)
     return backups, problems
 
 

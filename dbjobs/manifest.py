@@ -109,10 +109,13 @@ def parse_manifest(text: str | bytes, source: str) -> Manifest:
         raise BackupInvalidError(f"{source}: manifest names an unexpected file {data['file']!r}")
     if not _SHA256.fullmatch(data["sha256"]) or data["compression"] != "zstd":
         raise BackupInvalidError(f"{source}: manifest checksum or compression is malformed")
-    try:
-        datetime.fromisoformat(data["finished_at"])
-    except ValueError:
-        raise BackupInvalidError(f"{source}: manifest time {data['finished_at']!r} is malformed") from None
+    for key in ("started_at", "finished_at"):
+        try:
+            aware = datetime.fromisoformat(data[key]).tzinfo is not None
+        except ValueError:
+            aware = False
+        if not aware:
+            raise BackupInvalidError(f"{source}: manifest time {data[key]!r} is not an ISO time with a time zone")
     return _build(data)
 
 
