@@ -2,7 +2,8 @@
 `BACKUP_INTERVAL_HOURS`, and a cleanup of its backups every `BACKUP_CLEANUP_INTERVAL_DAYS`.
 
 Pure data (no Celery import), so it is tested without a broker. Each message expires after one
-interval: when workers were down, a backlog of identical backups is not run all at once.
+interval: when workers were down, a backlog of identical backups is not run all at once. With
+Supabase Storage configured, scheduled backups are uploaded, so every host's workers see them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from dbjobs.settings import Settings
+from dbjobs.storage import remote_storage
 
 
 def build_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -18,12 +20,13 @@ def build_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     backup_every = timedelta(hours=settings.backup_interval_hours)
     cleanup_every = timedelta(days=settings.cleanup_interval_days)
     backup_dir = str(settings.backup_dir)
+    upload = {"upload": True} if remote_storage(settings) else {}  # the shared store every host lists from
     schedule: dict[str, dict[str, Any]] = {}
     for alias in sorted(settings.databases):
         schedule[f"backup {alias}"] = {
             "task": "dbjobs.backup",
             "schedule": backup_every,
-            "kwargs": {"database": alias, "output_dir": backup_dir},
+            "kwargs": {"database": alias, "output_dir": backup_dir, **upload},
             "options": {"expires": backup_every.total_seconds()},
         }
         schedule[f"cleanup {alias}"] = {

@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from dbjobs.errors import ConfigError, ConfirmationRequired, DbjobsError
 from dbjobs.settings import Settings, load_settings
@@ -75,11 +75,16 @@ def show(args: argparse.Namespace, result: dict[str, Any], render: Renderer) -> 
 
 
 def render_backup(r: dict[str, Any]) -> str:
-    return (f"backup {r['id']} of {r['database']} ({r['engine']} {r['server_version']})\n"
+    text = (f"backup {r['id']} of {r['database']} ({r['engine']} {r['server_version']})\n"
             f"  file     {r['path']}\n"
             f"  size     {human_size(r['size'])} (raw {human_size(r['raw_size'])}), {r['seconds']} s\n"
             f"  sha256   {r['sha256']}\n"
             f"  tables   {len(r['row_counts'])}, rows {sum(r['row_counts'].values())}")
+    upload = r.get("upload")
+    if upload:
+        text += (f"\n  upload   {upload['location']}" if upload["ok"] else
+                 f"\n  upload   FAILED ({upload['error']}); the local backup is complete and kept")
+    return text
 
 
 def render_restore(r: dict[str, Any]) -> str:
@@ -199,7 +204,8 @@ def cmd_start_scheduler(args: argparse.Namespace) -> int:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    return submit(args, "dbjobs.backup", {"database": args.database, "output_dir": args.output_dir}, render_backup)
+    kwargs = {"database": args.database, "output_dir": args.output_dir, "upload": args.upload}
+    return submit(args, "dbjobs.backup", kwargs, render_backup)
 
 
 def confirm(question: str) -> bool:
@@ -238,6 +244,92 @@ def cmd_apply_migration(args: argparse.Namespace) -> int:
     return submit(args, "dbjobs.apply_migration", kwargs, render_apply)
 
 
+def render_cleanup(r: dict[str, Any]) -> str:
+    """Each deleted (or, in a dry run, doomed and kept) backup with its reasons, then a summary line."""
+    verb = "would delete" if r["dry_run"] else "deleted"
+    lines = [f"{verb:<12} {d['id']}  ({'; '.join(d['reasons'])})" for d in r["deleted"]]
+    summary = "would be deleted" if r["dry_run"] else "deleted"
+    if r["dry_run"]:
+        lines += [f"{'keep':<12} {k['id']}  ({'; '.join(k['reasons'])})" for k in r["kept"]]
+    lines += [f"{'finished' if not r['dry_run'] else 'would finish'} interrupted deletion of {i}"
+              for i in r["interrupted_deletions"]]
+    lines += [f"skipped: {p}" for p in r["skipped"]]
+    lines.append(f"{len(r['deleted'])} backup(s) {summary} ({human_size(r['freed_bytes'])}), {len(r['kept'])} kept"
+                 + (" (dry run: nothing was changed)" if r["dry_run"] else ""))
+    return "\n".join(lines)
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    """Submit `dbjobs.cleanup`; unset keep options fall back to BACKUP_KEEP_DAYS/BACKUP_MIN_KEEP in the job."""
+    kwargs = {"database": args.database, "backup_dir": args.backup_dir, "keep_days": args.keep_days,
+              "min_keep": args.min_keep, "keep_last": args.keep_last, "keep_daily": args.keep_daily,
+              "keep_weekly": args.keep_weekly, "keep_monthly": args.keep_monthly, "dry_run": args.dry_run}
+    return submit(args, "dbjobs.cleanup", kwargs, render_cleanup)
+
+
+def render_status(r: dict[str, Any]) -> str:
+    """The report for a person: one line per database, backups and disk, broker, then every finding."""
+    lines = []
+    for db in r["databases"]:
+        state = (f"{db['engine']} {db['version']}, {human_size(db['size'])}" if db["reachable"]
+                 else f"UNREACHABLE: {db['error']}")
+        b = r["backups"]["databases"].get(db["alias"], {})
+        newest = f"newest {b['newest_age_hours']} h old" if b.get("newest") else "no backup"
+        lines.append(f"database {db['alias']:<12} {state}; {b.get('count', 0)} backups, {newest}")
+    lines.append(f"backups  {r['backups']['count']} in all, {human_size(r['backups']['total_size'])}; "
+                 f"disk {r['disk']['free_percent']}% free ({human_size(r['disk']['free'])}) at {r['disk']['path']}")
+    broker = r.get("broker", {})
+    if broker.get("configured"):
+        lines.append(f"broker   {'reachable' if broker['reachable'] else 'UNREACHABLE'}; "
+                     f"workers: {', '.join(broker.get('workers', [])) or 'none'}")
+    else:
+        lines.append("broker   not configured: jobs run in-process")
+    lines += [f"{c['level']:<8} {c['message']}" for c in r["checks"]]
+    lines.append(f"health: {r['health']}")
+    return "\n".join(lines)
+
+
+def ping_broker(url: str) -> None:
+    """Raise a DbjobsError unless the Redis broker answers a PING within two seconds."""
+    import redis
+
+    from workers.config import redacted_url
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2).ping()
+    except redis.RedisError as exc:
+        raise DbjobsError(f"broker {redacted_url(url)} is unreachable: {exc}") from None
+
+
+def ping_workers() -> list[str]:
+    """Names of this app's Celery workers that answer a ping within a second."""
+    from workers.app import app
+
+    return sorted(name for reply in app.control.ping(timeout=1) for name in reply)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Report health and exit with its code (0 ok, 1 warning, 2 critical).
+
+    With a live broker and workers the report is made by a worker, where the backups are; with
+    none configured, or when they are down, it is made here, so a monitor always gets an answer.
+    """
+    from dbjobs.jobs import run_job
+    from dbjobs.status import add_section, broker_section, exit_code
+
+    settings = load_settings()
+    url = settings.broker_url or ""
+    broker = broker_section(bool(url), lambda: ping_broker(url), ping_workers)
+    kwargs = {"database": args.database, "backup_dir": args.backup_dir, "min_free_percent": args.min_free_percent}
+    if url and not broker[1]:
+        report = execute(settings, "dbjobs.status", kwargs, argparse.Namespace(wait=True, json=args.json))
+    else:
+        report = run_job("dbjobs.status", settings, kwargs)
+    report = add_section(report, "broker", *broker)  # type: ignore[arg-type]
+    show(args, report, render_status)
+    return exit_code(report)
+
+
 def bounded(kind: type[int] | type[float], low: float, *, inclusive: bool = True) -> Callable[[str], Any]:
     """An argparse type: a number of `kind` at least `low` (or, not inclusive, above it), with a clear message."""
     noun = "a whole number" if kind is int else "a number"
@@ -268,11 +360,15 @@ def job_options(p: argparse.ArgumentParser) -> None:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, except that `worker` passes every option on to Celery.
+    """argparse, except that `worker` passes every option on to Celery and bad usage is one `error:` line.
 
     argparse cannot give a REMAINDER positional options that come first (`worker --loglevel
     INFO`); it reports them as unknown, in order and ahead of the rest, so they are put back.
     """
+
+    def error(self, message: str) -> NoReturn:
+        """Print what was wrong and where to look (not argparse's usage dump), then exit 2 like argparse."""
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
     def parse_args(self, args: Any = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]
         parsed, unknown = self.parse_known_args(args, namespace)
@@ -297,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="database alias to back up (default: default)")
     p.add_argument("--output-dir", metavar="DIR",
                    help="where to write the backup (default: $DBJOBS_BACKUP_DIR or ./backups)")
+    p.add_argument("--upload", action="store_true",
+                   help="also upload the backup to Supabase Storage (SUPABASE_URL, SUPABASE_KEY, SUPABASE_BUCKET); "
+                        "a failed upload keeps the local backup and is reported")
     job_options(p)
     p.set_defaults(handler=cmd_backup)
 
@@ -341,6 +440,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reverse", action="store_true",
                    help="run the file's reverse section and remove it from the ledger")
     p.set_defaults(handler=cmd_apply_migration)
+
+    p = sub.add_parser("cleanup", help="delete old backups by the retention rules",
+                       description="Delete backups older than --keep-days, always keeping the --min-keep newest of "
+                       "each database and whatever a GFS rule keeps, here and in Supabase Storage when configured. "
+                       "Only complete backups (valid manifest and file) are ever deleted.")
+    p.add_argument("--backup-dir", metavar="DIR", help="directory to clean (default: $DBJOBS_BACKUP_DIR or ./backups)")
+    p.add_argument("--keep-days", type=non_negative_int, metavar="N",
+                   help="delete backups older than N days (default: $BACKUP_KEEP_DAYS or 30)")
+    p.add_argument("--min-keep", type=non_negative_int, metavar="N",
+                   help="always keep the N newest backups of each database (default: $BACKUP_MIN_KEEP or 5)")
+    for unit, what in (("last", "the N newest backups"), ("daily", "the newest backup of each of the last N days"),
+                       ("weekly", "the newest backup of each of the last N ISO weeks"),
+                       ("monthly", "the newest backup of each of the last N months")):
+        p.add_argument(f"--keep-{unit}", type=non_negative_int, default=0, metavar="N",
+                       help=f"also keep {what} that have backups, per database (default: 0, off)")
+    p.add_argument("--database", metavar="ALIAS", help="only clean backups of this alias (default: all)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="change nothing; show what would be deleted and why each kept backup is kept")
+    job_options(p)
+    p.set_defaults(handler=cmd_cleanup)
+
+    p = sub.add_parser("status", help="health of databases, backups, disk, broker and workers",
+                       description="Report database reachability, engine, version and size; backup count, newest "
+                       "age and total size; free disk space; the last job outcomes; schema drift and pending "
+                       "migrations; broker and workers. Exit code: 0 ok, 1 warning, 2 critical.")
+    p.add_argument("--database", metavar="ALIAS", help="only this alias (default: every configured alias)")
+    p.add_argument("--backup-dir", metavar="DIR", help="backup directory (default: $DBJOBS_BACKUP_DIR or ./backups)")
+    p.add_argument("--min-free-percent", type=float, default=10.0, metavar="P",
+                   help="warn when less than P%% of the backup disk is free, critical under P/5 (default: 10)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON for monitoring")
+    p.set_defaults(handler=cmd_status)
+
     add_celery_commands(sub)
     return parser
 

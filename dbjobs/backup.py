@@ -6,7 +6,10 @@ killed at any moment leaves nothing that is listed or restored.
 
 from __future__ import annotations
 
+import errno
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +51,20 @@ def _schema_fingerprint(db: DatabaseURL) -> str | None:
     return fingerprint(db)
 
 
+# What a full disk, a quota, a read-only mount or a file size limit look like: the storage's fault, not a bug.
+WRITE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+
+
+@contextmanager
+def _write_errors(directory: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        raise BackupError(f"cannot write the backup to {directory}: {exc.strerror}; nothing was kept") from None
+
+
 def run_backup(
     db: DatabaseURL, output_dir: Path, *, progress: ProgressCallback = no_progress,
     kind: str = "full", note: str = "", level: int = DEFAULT_LEVEL, request_id: str | None = None,
@@ -69,10 +86,8 @@ def run_backup(
     started = datetime.now(UTC)
     backup_id = new_backup_id(db.alias, started, request_token(request_id) if request_id else secrets.token_hex(3))
     path = directory / (backup_id + DUMP_SUFFIX)
-    try:
+    with _write_errors(directory):
         written, row_counts = write_compressed(path, connector.dump, level=level, progress=progress, total=total)
-    except PermissionError as exc:
-        raise BackupError(f"cannot write to {directory}: {exc.strerror}") from None
     try:
         fingerprint = _schema_fingerprint(db)
         finished = datetime.now(UTC)
@@ -84,7 +99,8 @@ def run_backup(
             dbjobs_version=__version__, kind=kind, note=note,
             extra={"request_id": request_id} if request_id else {},
         )
-        write_atomic(directory / manifest.manifest_name, manifest.to_json().encode())
+        with _write_errors(directory):
+            write_atomic(directory / manifest.manifest_name, manifest.to_json().encode())
     except BaseException:
         path.unlink(missing_ok=True)
         raise

@@ -9,13 +9,15 @@ the job.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dbjobs.errors import ConfigError
+from dbjobs.errors import ConfigError, DbjobsError
 from dbjobs.progress import ProgressCallback, no_progress
 from dbjobs.settings import Settings
 
@@ -104,54 +106,83 @@ def _dir(value: str | None, default: Path) -> Path:
 
 @job("dbjobs.backup", locks_database=True)
 def backup(settings: Settings, progress: ProgressCallback, *, database: str = "default",
-           output_dir: str | None = None, request_id: str | None = None) -> dict[str, Any]:
-    """Full backup of one database alias into the backup directory.
+           output_dir: str | None = None, upload: bool = False, request_id: str | None = None) -> dict[str, Any]:
+    """Full backup of one database alias into the backup directory, then (with `upload`) to Supabase Storage.
 
-    With a `request_id` (the worker passes its task id) a re-run of the same request, after a
-    worker died between writing the manifest and reporting success, returns the backup it
-    already took instead of taking a second one.
+    Missing Supabase settings or bucket stop the job before any work; a failed upload does not:
+    the local backup stands and the result says why the upload failed. With a `request_id` (the
+    worker passes its task id) a re-run of the same request, after a worker died between writing
+    the manifest and reporting success, returns the backup it already took instead of taking a
+    second one (and uploads it, if asked: uploads overwrite, so a repeated one is harmless).
     """
     from dbjobs.backup import BackupResult, run_backup
     from dbjobs.catalog import find_request_backup
+    from dbjobs.jobstate import recorded
     from dbjobs.sample import ensure_sample
+    from dbjobs.storage import require_remote
 
     directory = _dir(output_dir, settings.backup_dir)
     db = settings.database(database)
-    if request_id and (done := find_request_backup(directory, database, request_id)):
-        return BackupResult.of(done).to_dict()
-    ensure_sample(settings, db)
-    return run_backup(db, directory, progress=progress, request_id=request_id).to_dict()
+    remote = require_remote(settings) if upload else None
+    if remote is not None:
+        remote.check_bucket()
+    taken = find_request_backup(directory, database, request_id) if request_id else None
+    if taken is not None:
+        done = BackupResult.of(taken)
+    else:
+        with recorded(directory, "dbjobs.backup", database):
+            ensure_sample(settings, db)
+            done = run_backup(db, directory, progress=progress, request_id=request_id)
+    result = done.to_dict()
+    if remote is not None:
+        try:
+            remote.put(done.backup.path, done.backup.manifest, progress)  # type: ignore[arg-type]
+        except DbjobsError as exc:
+            result["upload"] = {"ok": False, "location": remote.where, "error": str(exc)}
+        else:
+            result["upload"] = {"ok": True, "location": remote.where}
+    return result
 
 
 def _restore_target(settings: Settings, arguments: dict[str, Any]) -> str:
     """A restore without `database` goes back into the alias its backup was taken from."""
     from dbjobs.catalog import find_backup
+    from dbjobs.storage import storages
 
-    return find_backup(_dir(arguments["backup_dir"], settings.backup_dir), arguments["backup"]).manifest.database
+    places = storages(settings, _dir(arguments["backup_dir"], settings.backup_dir))
+    return find_backup(places, arguments["backup"]).manifest.database
 
 
 @job("dbjobs.restore", locks_database=True, target=_restore_target)
 def restore(settings: Settings, progress: ProgressCallback, *, backup: str, database: str | None = None,
             backup_dir: str | None = None, confirmed: bool = False) -> dict[str, Any]:
-    """Restore a backup (id or file) into an alias: the backup's own alias unless another is named."""
-    from dbjobs.catalog import find_backup
+    """Restore a backup (id or file) into an alias: the backup's own alias unless another is named.
+
+    An id is looked up locally and in Supabase Storage; a remote-only backup is downloaded into
+    the backup directory and verified first.
+    """
+    from dbjobs.catalog import ensure_local, find_backup
     from dbjobs.restore import run_restore
+    from dbjobs.storage import storages
 
     directory = _dir(backup_dir, settings.backup_dir)
-    found = find_backup(directory, backup)
+    places = storages(settings, directory)
+    found = find_backup(places, backup)
     db = settings.database(database or found.manifest.database)
+    found = ensure_local(found, places, directory, progress)
     return run_restore(found, db, directory, confirmed=confirmed, progress=progress).to_dict()
 
 
 @job("dbjobs.list_backups")
 def list_backups(settings: Settings, progress: ProgressCallback, *, backup_dir: str | None = None,
                  limit: int = 10, database: str | None = None) -> dict[str, Any]:
-    """Complete backups newest first (at most `limit`), and the manifests that were skipped."""
-    from dbjobs.catalog import list_backups as list_dir
+    """Complete backups newest first (at most `limit`), local and remote merged, and the skipped manifests."""
+    from dbjobs.catalog import list_backups as list_all
+    from dbjobs.storage import storages
 
     if limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {limit}")
-    backups, problems = list_dir(_dir(backup_dir, settings.backup_dir), database)
+    backups, problems = list_all(storages(settings, _dir(backup_dir, settings.backup_dir)), database)
     return {"backups": [b.to_dict() for b in backups[:limit]], "total": len(backups), "skipped": problems}
 
 
@@ -198,3 +229,49 @@ def apply_migration(settings: Settings, progress: ProgressCallback, *, file: str
         results = apply_pending(db, _dir(schema_dir, settings.schema_dir), allow_destructive=allow_destructive,
                                 progress=progress)
     return {"database": database, "migrations": [r.to_dict() for r in results], "backup": taken}
+
+
+@job("dbjobs.cleanup")
+def cleanup(settings: Settings, progress: ProgressCallback, *, database: str | None = None,
+            backup_dir: str | None = None, keep_days: int | None = None, min_keep: int | None = None,
+            keep_last: int = 0, keep_daily: int = 0, keep_weekly: int = 0, keep_monthly: int = 0,
+            dry_run: bool = False) -> dict[str, Any]:
+    """Apply retention to the local directory and the shared remote store (defaults: BACKUP_KEEP_DAYS/MIN_KEEP)."""
+    from dbjobs.cleanup import run_cleanup
+    from dbjobs.jobstate import recorded
+    from dbjobs.retention import Rule
+    from dbjobs.storage import storages
+
+    rule = Rule(keep_days=settings.keep_days if keep_days is None else keep_days,
+                min_keep=settings.min_keep if min_keep is None else min_keep, keep_last=keep_last,
+                keep_daily=keep_daily, keep_weekly=keep_weekly, keep_monthly=keep_monthly)
+    directory = _dir(backup_dir, settings.backup_dir)
+    outcome = contextlib.nullcontext() if dry_run else recorded(directory, "dbjobs.cleanup", database or "all")
+    with outcome:
+        return run_cleanup(storages(settings, directory), rule, datetime.now(UTC), database=database,
+                           dry_run=dry_run, progress=progress).to_dict()
+
+
+@job("dbjobs.status")
+def status(settings: Settings, progress: ProgressCallback, *, database: str | None = None,
+           backup_dir: str | None = None, min_free_percent: float = 10.0) -> dict[str, Any]:
+    """Health of the databases (all aliases, or one), their backups, the backup disk and the last jobs."""
+    from dbjobs import status as report
+    from dbjobs.jobstate import outcomes
+    from dbjobs.storage import storages
+
+    if not 0 <= min_free_percent <= 100:
+        raise ConfigError(f"--min-free-percent must be between 0 and 100, got {min_free_percent}")
+    aliases = [database] if database else sorted(settings.databases)
+    dbs = [settings.database(alias) for alias in aliases]
+    directory = _dir(backup_dir, settings.backup_dir)
+    backups, storage = report.storage_section(storages(settings, directory))
+    probe = report.schema_probe(settings.schema_dir)
+    return report.build_report({
+        "databases": report.combine([report.database_section(db) for db in dbs]),
+        "schema": report.combine([report.schema_section(db, probe) for db in dbs]),
+        "backups": report.backups_section(backups, aliases, datetime.now(UTC), settings.backup_interval_hours),
+        "storage": storage,
+        "disk": report.disk_section(directory, min_free_percent),
+        "jobs": report.jobs_section(outcomes(directory)),
+    })

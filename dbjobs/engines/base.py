@@ -9,6 +9,7 @@ never their argument list (which any local user can read in `ps`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -16,10 +17,12 @@ import subprocess
 import tempfile
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import IO, ClassVar
 
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
 
 from dbjobs.dburl import DatabaseURL
 from dbjobs.errors import BackupError, DatabaseUnavailableError, RestoreError, ToolMissingError
@@ -75,9 +78,44 @@ def require_tool(*names: str, install_hint: str) -> str:
 
 
 def tool_version(path: str) -> str:
-    """`tool --version`, first line: recorded so a restore can tell what wrote a backup."""
+    """`tool --version`, first line: recorded so a restore can tell what wrote a backup.
+
+    Cached per file and modification time: a worker asks on every backup (a restore asks twice,
+    for its safety backup), and an upgraded tool is noticed.
+    """
+    return _tool_version(path, os.stat(path).st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _tool_version(path: str, _mtime: int) -> str:
     out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30, check=False)
     return out.stdout.strip().splitlines()[0] if out.stdout.strip() else "unknown"
+
+
+def counting_while(count: Callable[[], dict[str, int]], dump: Callable[[], None]) -> dict[str, int]:
+    """Run `count` in a thread while `dump` runs here, so exact row counts cost no wall time.
+
+    Both must succeed: a count that failed is re-raised rather than leaving a manifest with
+    tables missing from its row counts.
+    """
+    counts: dict[str, int] = {}
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            counts.update(count())
+        except BaseException as exc:  # re-raised in the calling thread
+            failed.append(exc)
+
+    counter = threading.Thread(target=run, name="dbjobs-row-counts")
+    counter.start()
+    try:
+        dump()
+    finally:
+        counter.join()
+    if failed:
+        raise failed[0]
+    return counts
 
 
 def major_version(text: str) -> int:
@@ -168,3 +206,32 @@ def run_restore(
     for (proc, err), code in reversed(list(zip(procs, codes, strict=True))):
         if code != 0:
             raise RestoreError(f"{what} failed ({os.path.basename(str(proc.args[0]))} exit {code}): {err.tail()}")
+
+
+class ServerConnector(Connector):
+    """A connector for a database server reached over the network (PostgreSQL, MySQL)."""
+
+    version_sql: ClassVar[str]
+    size_sql: ClassVar[str]
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """A connection of its own (no pool left behind); a connection failure is a one-line user error."""
+        engine = self.db.create_engine(poolclass=NullPool)
+        try:
+            with engine.connect() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise unavailable(self.db, exc) from None
+        finally:
+            engine.dispose()
+
+    def _scalar(self, sql: str) -> object:
+        with self.connection() as conn:
+            return conn.execute(text(sql)).scalar()
+
+    def server_version(self) -> str:
+        return str(self._scalar(self.version_sql))
+
+    def size_bytes(self) -> int:
+        return int(self._scalar(self.size_sql) or 0)  # type: ignore[call-overload]

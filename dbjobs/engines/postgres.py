@@ -1,4 +1,4 @@
-"""PostgreSQL: `pg_dump -Fc` streamed out, `pg_restore | psql --single-transaction` streamed in.
+"""PostgreSQL: `pg_dump -Fc` streamed out, `pg_restore --single-transaction -f - | psql` streamed in.
 
 The dump runs on a snapshot exported by our own connection, so the row counts recorded in
 the manifest are exactly the rows in the dump even while the application keeps writing. The
@@ -8,22 +8,19 @@ backup's exact state or rolls back to the database as it was.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.pool import NullPool
 
 from dbjobs.engines.base import (
-    Connector,
+    ServerConnector,
     Sink,
+    counting_while,
     major_version,
     require_tool,
     run_dump,
     run_restore,
     tool_version,
-    unavailable,
 )
 from dbjobs.errors import ToolMissingError
 
@@ -35,18 +32,34 @@ USER_TABLES = """
       AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
     ORDER BY 1
 """
-DROP_USER_SCHEMAS = """DO $dbjobs$ DECLARE s text; BEGIN
+# Drops every user schema and every large object (they belong to no schema), then recreates
+# `public` with the owner and privileges it had: a plain CREATE SCHEMA would leave it owned by
+# the restoring superuser with no USAGE for anyone else, locking the application's roles out
+# (pg_dump records public's ownership and ACL only when they differ from the defaults).
+DROP_USER_SCHEMAS = """DO $dbjobs$ DECLARE s text; owner regrole; acl aclitem[]; g record; BEGIN
+  SELECT nspowner::regrole, nspacl INTO owner, acl FROM pg_namespace WHERE nspname = 'public';
   FOR s IN SELECT nspname FROM pg_namespace WHERE nspname NOT IN ('pg_catalog', 'information_schema')
            AND nspname NOT LIKE 'pg\\_toast%' AND nspname NOT LIKE 'pg\\_temp%' LOOP
     EXECUTE format('DROP SCHEMA %I CASCADE', s);
   END LOOP;
-END $dbjobs$; CREATE SCHEMA public;"""
+  PERFORM pg_catalog.lo_unlink(oid) FROM pg_catalog.pg_largeobject_metadata;
+  CREATE SCHEMA public;
+  IF owner IS NOT NULL THEN
+    EXECUTE format('ALTER SCHEMA public OWNER TO %s', owner);
+  END IF;
+  FOR g IN SELECT grantee, privilege_type FROM aclexplode(acl) LOOP
+    EXECUTE format('GRANT %s ON SCHEMA public TO %s', g.privilege_type,
+                   CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE g.grantee::regrole::text END);
+  END LOOP;
+END $dbjobs$;"""
 
 
-class PostgresConnector(Connector):
+class PostgresConnector(ServerConnector):
     """pg_dump/pg_restore/psql with libpq settings passed through the environment."""
 
     engine = "postgresql"
+    version_sql = "SHOW server_version"
+    size_sql = "SELECT pg_database_size(current_database())"
 
     def _env(self) -> dict[str, str]:
         url = self.db.url
@@ -60,20 +73,6 @@ class PostgresConnector(Connector):
                 env["PGSSLMODE"] = value
         return env
 
-    def _engine(self):  # type: ignore[no-untyped-def]
-        return self.db.create_engine(poolclass=NullPool)
-
-    def server_version(self) -> str:
-        try:
-            with self._engine().connect() as conn:
-                return str(conn.execute(text("SHOW server_version")).scalar())
-        except OperationalError as exc:
-            raise unavailable(self.db, exc) from None
-
-    def size_bytes(self) -> int:
-        with self._engine().connect() as conn:
-            return int(conn.execute(text("SELECT pg_database_size(current_database())")).scalar() or 0)
-
     def tool_versions(self) -> dict[str, str]:
         names = ("pg_dump", "pg_restore", "psql")
         tools = {name: tool_version(require_tool(name, install_hint=HINT)) for name in names}
@@ -86,34 +85,31 @@ class PostgresConnector(Connector):
         return tools
 
     def dump(self, sink: Sink) -> dict[str, int]:
-        engine = self._engine()
-        try:
-            with engine.connect() as conn:
-                conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
-                snapshot = str(conn.execute(text("SELECT pg_export_snapshot()")).scalar())
-                tables = [row[0] for row in conn.execute(text(USER_TABLES))]
-                counts: dict[str, int] = {}
-                # Counting on the exported snapshot while pg_dump streams gives exact counts at no wall-time cost.
-                counter = threading.Thread(target=lambda: counts.update(
-                    {t: int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() or 0) for t in tables}))
-                counter.start()
-                try:
-                    run_dump(["pg_dump", "-Fc", "-Z0", "--no-password", f"--snapshot={snapshot}"],
-                             self._env(), sink, "pg_dump")
-                finally:
-                    counter.join()
-                conn.rollback()
-        except OperationalError as exc:
-            raise unavailable(self.db, exc) from None
-        finally:
-            engine.dispose()
+        with self.connection() as conn:
+            conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
+            snapshot = str(conn.execute(text("SELECT pg_export_snapshot()")).scalar())
+            tables = [row[0] for row in conn.execute(text(USER_TABLES))]
+            # Counted on the exported snapshot, the one pg_dump reads: the counts are exactly the dump's rows.
+            counts = counting_while(
+                lambda: {t: int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() or 0) for t in tables},
+                lambda: run_dump(["pg_dump", "-Fc", "-Z0", "--no-password", f"--snapshot={snapshot}"],
+                                 self._env(), sink, "pg_dump"))
+            conn.rollback()
         return counts
 
     def restore(self, chunks: Iterable[bytes], *, same_database: bool) -> None:
+        """Load the dump in one transaction that only the dump's own last line commits.
+
+        `pg_restore --single-transaction -f -` wraps its script in BEGIN ... COMMIT, and psql runs
+        without `--single-transaction`: should pg_restore die midway (a damaged archive), psql
+        reaches the end of its input with the transaction still open and the server rolls it back.
+        With `psql --single-transaction` psql itself would COMMIT at end of input, keeping a
+        half-loaded database and the user schemas already dropped.
+        """
         ownership = [] if same_database else ["--no-owner", "--no-privileges"]
         run_restore(
-            [["pg_restore", "-f", "-", *ownership],
-             ["psql", "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "--single-transaction",
-              "-c", DROP_USER_SCHEMAS, "-f", "-"]],
+            [["pg_restore", "--single-transaction", "-f", "-", *ownership],
+             ["psql", "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1",
+              "-c", "BEGIN; SET LOCAL client_min_messages = error", "-c", DROP_USER_SCHEMAS, "-f", "-"]],
             self._env(), chunks, "pg_restore into psql (the transaction was rolled back; the database is unchanged)",
         )

@@ -13,11 +13,11 @@ import os
 import sqlite3
 import tempfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 
-from dbjobs.engines.base import CHUNK, Connector, Sink
-from dbjobs.errors import DatabaseUnavailableError, RestoreError
+from dbjobs.engines.base import CHUNK, Connector, Sink, counting_while
+from dbjobs.errors import BackupError, DatabaseUnavailableError, RestoreError
 
 
 @contextmanager
@@ -47,7 +47,15 @@ class SQLiteConnector(Connector):
         path = self.db.sqlite_path
         if not path.is_file():
             raise DatabaseUnavailableError(f"database {self.db.alias!r}: SQLite file {path} does not exist")
-        return sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=30)
+        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=30)
+        try:
+            conn.execute("PRAGMA schema_version").fetchone()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise DatabaseUnavailableError(
+                f"database {self.db.alias!r}: {path} cannot be opened as SQLite ({exc}); if it is damaged, "
+                "move it away and restore a backup into a new file") from None
+        return conn
 
     def exists(self) -> bool:
         return self.db.sqlite_path.is_file()
@@ -69,15 +77,23 @@ class SQLiteConnector(Connector):
                 dst = sqlite3.connect(image)
                 try:
                     src.backup(dst)
-                    counts = _table_counts(dst)
                 finally:
                     dst.close()
-                with open(image, "rb") as f:
-                    while chunk := f.read(CHUNK):
-                        sink(chunk)
+
+                def count() -> dict[str, int]:
+                    with closing(sqlite3.connect(f"file:{image}?mode=ro", uri=True)) as conn:
+                        return _table_counts(conn)
+
+                def stream() -> None:
+                    with open(image, "rb") as f:
+                        while chunk := f.read(CHUNK):
+                            sink(chunk)
+
+                return counting_while(count, stream)
+        except sqlite3.Error as exc:  # a damaged page, a full disk for the staging image
+            raise BackupError(f"SQLite backup of {self.db.alias!r} failed: {exc}") from None
         finally:
             src.close()
-        return counts
 
     def restore(self, chunks: Iterable[bytes], *, same_database: bool) -> None:
         path = self.db.sqlite_path

@@ -30,17 +30,11 @@ def _files(schema_dir: Path, alias: str) -> list[Path]:
 
 def latest_snapshot(schema_dir: Path, alias: str) -> Snapshot | None:
     """The newest recorded snapshot of `alias`, or None before the first one."""
-    newest = latest_snapshot_file(schema_dir, alias)
-    return newest[1] if newest else None
-
-
-def latest_snapshot_file(schema_dir: Path, alias: str) -> tuple[Path, Snapshot] | None:
-    """The newest snapshot of `alias` with its file, or None before the first one."""
     files = _files(schema_dir, alias)
     if not files:
         return None
     try:
-        return files[-1], Snapshot.from_dict(json.loads(files[-1].read_text(encoding="utf-8")))
+        return Snapshot.from_dict(json.loads(files[-1].read_text(encoding="utf-8")))
     except (OSError, ValueError) as exc:
         raise MigrationError(f"snapshot {files[-1]} is unreadable ({exc}); move it aside to start a new history") \
             from None

@@ -162,17 +162,19 @@ def test_postgres_sequence_and_enum_changes_are_detected_and_reverted(pg_url: st
     assert take_snapshot(db).sequences == {} and take_snapshot(db).enums == {}
 
 
-def test_schema_status_for_the_status_command(db_url: str, tmp_path) -> None:
-    from dbjobs.schema.status import schema_status
+def test_schema_probe_for_the_status_command(db_url: str, tmp_path) -> None:
+    from dbjobs.schema.status import probe
+    from dbjobs.status import schema_probe, schema_section
 
     db = database(db_url)
-    assert schema_status(db, tmp_path).snapshot_file is None
+    assert probe(db, tmp_path).snapshot_fingerprint is None
     _create_models(db)
     ensure_initial_snapshot(db, tmp_path)
-    status = schema_status(db, tmp_path)
-    assert status.matches_snapshot is True and status.pending == [] and status.drifted == []
+    state = probe(db, tmp_path)
+    assert state.fingerprint == state.snapshot_fingerprint and state.pending_migrations == []
     engine = db.create_engine()
     with engine.begin() as conn:
         conn.execute(sa.text("CREATE TABLE extra (id INTEGER PRIMARY KEY)"))
     engine.dispose()
-    assert schema_status(db, tmp_path).to_dict()["matches_snapshot"] is False
+    section, checks = schema_section(db, schema_probe(tmp_path))
+    assert section["drift"] is True and "drifted" in checks[0].message

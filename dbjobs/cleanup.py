@@ -1,0 +1,97 @@
+"""The cleanup job: apply the retention policy to every storage this process sees.
+
+Only complete backups (a valid manifest of this system and its file) are candidates, so a
+stray file is never touched. The policy decides once over the merged catalog (this host's
+directory and the shared remote store), and each doomed backup is deleted from every storage
+that holds it, dump first, manifest last. Manifests left without their dump by an interrupted
+deletion are finished off. A dry run changes nothing and explains every decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from dbjobs.catalog import Backup, gc_paused, list_scanned, load
+from dbjobs.errors import DbjobsError, StorageError
+from dbjobs.progress import Progress, ProgressCallback, no_progress
+from dbjobs.retention import Candidate, Decision, Rule, decide
+from dbjobs.storage.base import Scan, Storage
+
+
+@dataclass
+class CleanupResult:
+    """What was (or, in a dry run, would be) deleted and kept, and why."""
+
+    dry_run: bool
+    rule: Rule
+    deleted: list[dict[str, object]] = field(default_factory=list)
+    kept: list[dict[str, object]] = field(default_factory=list)
+    interrupted: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    freed: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON result."""
+        return {"dry_run": self.dry_run, "rule": self.rule.to_dict(), "deleted": self.deleted, "kept": self.kept,
+                "freed_bytes": self.freed,
+                "interrupted_deletions": self.interrupted, "skipped": self.skipped}
+
+
+def _row(backup: Backup, decision: Decision) -> dict[str, object]:
+    m = backup.manifest
+    return {"id": m.id, "database": m.database, "finished_at": m.finished_at, "size": m.size,
+            "locations": backup.locations, "reasons": list(decision.reasons)}
+
+
+def _orphans(storage: Storage, scan: Scan, database: str | None) -> list[str]:
+    """Manifests without their dump that are valid manifests of this system (anything else is left alone)."""
+    valid = []
+    for backup_id in sorted(scan.orphans):
+        if database is not None and not backup_id.startswith(database + "-"):
+            continue
+        try:
+            backup = load(storage, backup_id)
+        except (DbjobsError, OSError):
+            continue
+        if database is None or backup.manifest.database == database:
+            valid.append(backup_id)
+    return valid
+
+
+def run_cleanup(storages: Sequence[Storage], rule: Rule, now: datetime, *, database: str | None = None,
+                dry_run: bool = False, progress: ProgressCallback = no_progress) -> CleanupResult:
+    """Decide over every visible backup (of `database`, or all) and delete the doomed ones everywhere."""
+    with gc_paused():
+        return _cleanup(storages, rule, now, database, dry_run, progress)
+
+
+def _cleanup(storages: Sequence[Storage], rule: Rule, now: datetime, database: str | None, dry_run: bool,
+             progress: ProgressCallback) -> CleanupResult:
+    progress(Progress("scan"))
+    scanned = [(s, s.scan()) for s in storages]
+    backups, problems = list_scanned(scanned, database)
+    by_id = {b.manifest.id: b for b in backups}
+    decisions = decide((Candidate(b.manifest.id, b.manifest.database, b.manifest.finished) for b in backups),
+                       rule, now)
+    result = CleanupResult(dry_run, rule, skipped=problems)
+    for d in decisions:
+        backup = by_id[d.candidate.id]
+        (result.kept if d.keep else result.deleted).append(_row(backup, d))
+        if not d.keep:
+            result.freed += backup.manifest.size * len(backup.locations)
+    doomed = {str(row["id"]) for row in result.deleted}
+    for storage, scan in scanned:
+        orphans = _orphans(storage, scan, database)
+        result.interrupted.extend(f"{i} ({storage.where})" for i in orphans)
+        if dry_run:
+            continue
+        targets = sorted(doomed & scan.complete) + orphans
+        progress(Progress("delete", 0, len(targets)))
+        try:
+            storage.delete(targets)
+        except OSError as exc:
+            raise StorageError(f"cannot delete backups in {storage.where}: {exc}; run cleanup again") from None
+        progress(Progress("delete", len(targets), len(targets)))
+    return result

@@ -1,0 +1,128 @@
+"""The storage protocol: one small set of operations every place that holds backups implements.
+
+A backup in a storage is two objects, `<id>.dump.zst` and `<id>.manifest.json`. The manifest is
+always written last and deleted last: a crash while storing leaves a dump without a manifest
+(never listed, overwritten by the retry), and a crash while deleting leaves a manifest without
+its dump, which the catalog skips and the next cleanup finishes deleting. The reverse order
+would strand an unlisted dump that nothing may ever remove (cleanup never touches files that
+have no manifest).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from dbjobs.errors import BackupInvalidError, DbjobsError
+from dbjobs.manifest import DUMP_SUFFIX, MANIFEST_SUFFIX, Manifest, is_backup_id
+from dbjobs.pipeline import fsync_dir, private_dir, write_atomic
+from dbjobs.progress import Progress, ProgressCallback
+
+
+@dataclass(frozen=True)
+class Scan:
+    """Which backup ids a storage has a manifest and a dump for (names only; nothing opened)."""
+
+    manifests: frozenset[str]
+    dumps: frozenset[str]
+
+    @property
+    def complete(self) -> frozenset[str]:
+        """Ids with both objects: the only ones that can be backups."""
+        return self.manifests & self.dumps
+
+    @property
+    def orphans(self) -> frozenset[str]:
+        """Manifests whose dump is gone: interrupted deletions, never listed, finished by cleanup."""
+        return self.manifests - self.dumps
+
+
+def scan_names(names: Iterable[str]) -> Scan:
+    """Sort object or file names into manifests and dumps by well-formed backup id; ignore everything else."""
+    manifests: set[str] = set()
+    dumps: set[str] = set()
+    for name in names:
+        if name.endswith(MANIFEST_SUFFIX):
+            ids, stem = manifests, name[: -len(MANIFEST_SUFFIX)]
+        elif name.endswith(DUMP_SUFFIX):
+            ids, stem = dumps, name[: -len(DUMP_SUFFIX)]
+        else:
+            continue
+        if is_backup_id(stem):
+            ids.add(stem)
+    return Scan(frozenset(manifests), frozenset(dumps))
+
+
+class Storage(Protocol):
+    """A place that holds backups: a local directory or a Supabase Storage bucket."""
+
+    @property
+    def where(self) -> str:
+        """Where this storage is, for listings and messages (never a secret)."""
+
+    def local_path(self, manifest: Manifest) -> Path | None:
+        """The dump as a file on this host, if this storage is a local directory."""
+
+    def scan(self) -> Scan:
+        """Which manifests and dumps exist."""
+
+    def read_manifest(self, backup_id: str) -> bytes:
+        """The raw manifest of `backup_id`; BackupNotFoundError if there is none."""
+
+    def read_manifests(self, backup_ids: Iterable[str]) -> Iterator[tuple[str, bytes | Exception]]:
+        """Each manifest's bytes, or the error that stopped reading it (remote stores read in parallel)."""
+
+    def put(self, dump: Path, manifest: Manifest, progress: ProgressCallback) -> None:
+        """Store a complete local backup: the dump first, the manifest last."""
+
+    def fetch(self, manifest: Manifest, directory: Path, progress: ProgressCallback) -> Path:
+        """A verified copy of the backup (dump and manifest) in local `directory`; the dump's path."""
+
+    def delete(self, backup_ids: Sequence[str]) -> None:
+        """Delete backups, dumps first then manifests; deleting what is already gone is not an error."""
+
+
+def attempt(read: Callable[[str], bytes], backup_id: str) -> tuple[str, bytes | Exception]:
+    """`read(backup_id)`, with a storage or file error returned instead of raised (one bad manifest is skipped)."""
+    try:
+        return backup_id, read(backup_id)
+    except (DbjobsError, OSError) as exc:
+        return backup_id, exc
+
+
+def receive(chunks: Iterable[bytes], manifest: Manifest, directory: Path, progress: ProgressCallback) -> Path:
+    """Write a backup arriving as `chunks` into `directory`, verified against its manifest, atomically.
+
+    The dump is hashed as it is written and renamed into place only when its size and SHA-256
+    match; then the manifest is written beside it, so the copy is a complete local backup.
+    """
+    directory = private_dir(directory)
+    path = directory / manifest.file
+    tmp = directory / f".{manifest.file}.partial"
+    digest = hashlib.sha256()
+    done = 0
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+                digest.update(chunk)
+                done += len(chunk)
+                progress(Progress("download", done, manifest.size))
+            f.flush()
+            os.fsync(f.fileno())
+        checksum = "matches" if digest.hexdigest() == manifest.sha256 else "does not match"
+        if done != manifest.size or checksum != "matches":
+            raise BackupInvalidError(f"{manifest.id}: the copy received from storage is corrupt ({done} of "
+                                     f"{manifest.size} bytes, SHA-256 {checksum}); nothing was restored")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(directory)
+    write_atomic(directory / manifest.manifest_name, manifest.to_json().encode())
+    return path

@@ -1,0 +1,104 @@
+"""A restore that fails after it started changing the database leaves it exactly as it was.
+
+The backups here pass their checksum (each gets a valid manifest for a doctored dump), so the
+failure happens inside the engine's load, after the user schemas or tables were already dropped.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from dbjobs.catalog import find_backup
+from dbjobs.errors import RestoreError
+from dbjobs.jobs import run_job
+from dbjobs.storage.local import LocalStorage
+from tests.backup_support import build_sample, connect, doctor, mutate, settings_for, snapshot
+
+
+def _backup_then_mutate(url: str, directory: Path):  # type: ignore[no-untyped-def]
+    build_sample(url)
+    settings = settings_for(directory, main=url)
+    result = run_job("dbjobs.backup", settings, {"database": "main"})
+    mutate(url)
+    return settings, find_backup([LocalStorage(directory)], result["id"])
+
+
+def test_postgres_archive_failing_late_rolls_back(pg_url: str, tmp_path: Path) -> None:
+    settings, backup = _backup_then_mutate(pg_url, tmp_path)
+    doctor(backup, lambda raw: raw[: len(raw) - 200])  # the last table's data block is cut short
+    current = snapshot(pg_url)
+
+    with pytest.raises(RestoreError) as failed:
+        run_job("dbjobs.restore", settings, {"backup": backup.manifest.id, "confirmed": True})
+
+    assert "pg_restore exit" in str(failed.value) and "the database is unchanged" in str(failed.value)
+    assert snapshot(pg_url) == current
+
+
+def test_postgres_statement_failing_midway_rolls_back(pg_url: str, tmp_path: Path) -> None:
+    """A table owned by a role that no longer exists: ALTER ... OWNER fails after the schemas were dropped."""
+    role = f"dbjobs_gone_{uuid.uuid4().hex[:8]}"
+    build_sample(pg_url)
+    with connect(pg_url) as conn:
+        conn.execute(sa.text(f"CREATE ROLE {role}"))
+        conn.execute(sa.text(f"ALTER TABLE orders OWNER TO {role}"))
+    try:
+        settings = settings_for(tmp_path, main=pg_url)
+        result = run_job("dbjobs.backup", settings, {"database": "main"})
+        with connect(pg_url) as conn:
+            conn.execute(sa.text(f"REASSIGN OWNED BY {role} TO CURRENT_USER"))
+            conn.execute(sa.text(f"DROP ROLE {role}"))
+        mutate(pg_url)
+        current = snapshot(pg_url)
+
+        with pytest.raises(RestoreError) as failed:
+            run_job("dbjobs.restore", settings, {"backup": result["id"], "confirmed": True})
+
+        assert f'role "{role}" does not exist' in str(failed.value)
+        assert "the database is unchanged" in str(failed.value)
+        assert snapshot(pg_url) == current
+    finally:
+        with connect(pg_url) as conn:
+            conn.execute(sa.text(f"DROP OWNED BY {role}; DROP ROLE IF EXISTS {role}")
+                         if conn.execute(sa.text(f"SELECT 1 FROM pg_roles WHERE rolname = '{role}'")).first()
+                         else sa.text("SELECT 1"))
+
+
+def test_mysql_failed_load_is_put_back_from_the_safety_backup(mysql_url: str, tmp_path: Path) -> None:
+    settings, backup = _backup_then_mutate(mysql_url, tmp_path)
+    doctor(backup, lambda raw: raw + b"\nINSERT INTO no_such_table VALUES (1);\n")  # fails after every table loaded
+    current = snapshot(mysql_url)
+
+    with pytest.raises(RestoreError) as failed:
+        run_job("dbjobs.restore", settings, {"backup": backup.manifest.id, "confirmed": True})
+
+    assert "no_such_table" in str(failed.value)
+    assert "the database was put back from safety backup" in str(failed.value)
+    assert snapshot(mysql_url) == current
+
+
+def _corrupt_page(raw: bytes) -> bytes:
+    """Scribble over a b-tree page after the header: the image opens but fails its integrity check."""
+    page = int.from_bytes(raw[16:18], "big")
+    data = bytearray(raw)
+    data[page * 2 : page * 2 + 64] = b"\xff" * 64
+    return bytes(data)
+
+
+@pytest.mark.parametrize("damage", [_corrupt_page, lambda raw: b"not a database" * 100], ids=["page", "header"])
+def test_sqlite_image_failing_its_check_changes_nothing(sqlite_url: str, tmp_path: Path, damage) -> None:  # type: ignore[no-untyped-def]
+    settings, backup = _backup_then_mutate(sqlite_url, tmp_path)
+    doctor(backup, damage)
+    current = snapshot(sqlite_url)
+
+    with pytest.raises(RestoreError, match=r"unchanged|nothing restored"):
+        run_job("dbjobs.restore", settings, {"backup": backup.manifest.id, "confirmed": True})
+
+    assert snapshot(sqlite_url) == current
+    with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

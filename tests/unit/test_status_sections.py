@@ -1,0 +1,90 @@
+"""Status sections from injected inputs: disk thresholds, schema probe, broker pings, health and exit codes."""
+
+from __future__ import annotations
+
+import sys
+import types
+from collections import namedtuple
+from pathlib import Path
+
+from dbjobs.dburl import parse_url
+from dbjobs.errors import DbjobsError, MigrationError
+from dbjobs.jobstate import JobOutcome
+from dbjobs.status import (
+    Check,
+    SchemaState,
+    add_section,
+    broker_section,
+    build_report,
+    disk_section,
+    exit_code,
+    jobs_section,
+    schema_probe,
+    schema_section,
+)
+
+Usage = namedtuple("Usage", "total used free")
+DB = parse_url("app", "sqlite:///app.sqlite3")
+
+
+def test_disk_levels(tmp_path):
+    levels = {free: disk_section(tmp_path / "not-yet", 10, lambda _p, f=free: Usage(100, 100 - f, f))[1]
+              for free in (50, 5, 1)}
+    assert levels[50] == []
+    assert levels[5][0].level == "warning" and "only 5.0% free" in levels[5][0].message
+    assert levels[1][0].level == "critical"
+
+
+def test_failed_backup_is_critical_other_jobs_warn():
+    _, checks = jobs_section([JobOutcome("dbjobs.backup", "app", False, "t", "disk full"),
+                              JobOutcome("dbjobs.cleanup", "all", False, "t", "storage down"),
+                              JobOutcome("dbjobs.backup", "other", True, "t")])
+    assert [(c.name, c.level) for c in checks] == [("job:dbjobs.backup:app", "critical"),
+                                                   ("job:dbjobs.cleanup:all", "warning")]
+
+
+def test_schema_section_drift_and_pending():
+    assert schema_section(DB, None) == ({"available": False}, [])
+    clean = schema_section(DB, lambda db: SchemaState("abc", "abc"))
+    assert clean[0]["drift"] is False and clean[1] == []
+    data, checks = schema_section(DB, lambda db: SchemaState("abc", "old", ["0002_add.sql"]))
+    assert data["drift"] is True and [c.name for c in checks] == ["schema:app", "migrations:app"]
+    assert "0002_add.sql" in checks[1].message
+
+    def broken(db):
+        raise MigrationError("ledger unreadable")
+
+    assert schema_section(DB, broken)[1][0].message == "ledger unreadable"
+    assert schema_section(DB, lambda db: SchemaState("abc", None))[1][0].message == "no schema snapshot of 'app' yet"
+
+
+def test_schema_probe_is_found_when_the_schema_package_provides_it(monkeypatch):
+    from dbjobs.schema.status import probe
+
+    assert schema_probe(Path("migrations")).func is probe
+    module = types.ModuleType("dbjobs.schema.status")
+    module.probe = lambda db, schema_dir: SchemaState(str(schema_dir), "x")
+    monkeypatch.setitem(sys.modules, "dbjobs.schema", types.ModuleType("dbjobs.schema"))
+    monkeypatch.setitem(sys.modules, "dbjobs.schema.status", module)
+    assert schema_probe(Path("m"))(DB).fingerprint == "m"
+
+
+def test_broker_section():
+    def down():
+        raise DbjobsError("broker at localhost:1/0 is unreachable")
+
+    assert broker_section(False, down, list)[1] == []
+    assert broker_section(True, down, list)[1][0].level == "critical"
+    assert broker_section(True, lambda: None, list)[1][0].name == "workers"
+    assert broker_section(True, lambda: None, lambda: ["celery@a"]) == (
+        {"configured": True, "reachable": True, "workers": ["celery@a"]}, [])
+
+
+def test_health_is_the_worst_check_and_sets_the_exit_code():
+    report = build_report({"a": ({}, [])})
+    assert report["health"] == "ok" and exit_code(report) == 0
+    report = add_section(report, "b", {"x": 1}, [Check("b", "warning", "meh")])
+    assert report["health"] == "warning" and exit_code(report) == 1 and report["b"] == {"x": 1}
+    report = add_section(report, "c", None, [Check("c", "critical", "bad")])
+    assert exit_code(report) == 2 and len(report["checks"]) == 2
+
