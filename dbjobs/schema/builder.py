@@ -6,6 +6,7 @@ database created from the models and the models themselves produce identical sna
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from dbjobs.schema.normalize import (
@@ -18,6 +19,7 @@ from dbjobs.schema.normalize import (
 
 Table = dict[str, Any]
 LEDGER_TABLE = "dbjobs_migrations"
+_IDENTIFIER = re.compile(r'^(?:"([^"]+)"|`([^`]+)`|([A-Za-z_][A-Za-z0-9_$]*))$')
 
 
 def empty_table() -> Table:
@@ -62,9 +64,13 @@ class SchemaBuilder:
         self.table(table)["uniques"].append({"name": name, "columns": list(columns)})
 
     def index(self, table: str, name: str, columns: list[str], *, unique: bool, where: str | None = None) -> None:
-        """Record an index; `columns` may hold expressions, `where` makes it partial."""
+        """Record an index; `columns` may hold expressions, `where` makes it partial.
+
+        A column reference is stored as the bare column name however the engine quoted it, so
+        it matches the column (renames follow it) and the models' spelling.
+        """
         self.table(table)["indexes"].append({
-            "name": name, "columns": [normalize_expression(self.engine, c) for c in columns],
+            "name": name, "columns": [_bare_identifier(c) or normalize_expression(self.engine, c) for c in columns],
             "unique": bool(unique), "where": normalize_expression(self.engine, where) if where else None,
         })
 
@@ -110,6 +116,12 @@ class SchemaBuilder:
             "sequences": dict(sorted(self.sequences.items())),
             "views": dict(sorted(self.views.items())),
         }
+
+
+def _bare_identifier(text: str) -> str | None:
+    """`"Mixed"`, `` `select` `` or `name` → the identifier itself; None for an expression."""
+    match = _IDENTIFIER.match(text.strip())
+    return match.group(1) or match.group(2) or match.group(3) if match else None
 
 
 def _mysql_rules(table: Table) -> None:
