@@ -45,6 +45,9 @@ class SQLiteConnector(Connector):
     """No client tool needed: Python's sqlite3 module is the tool."""
 
     engine = "sqlite"
+    # Reading the file costs next to nothing, so compression may have both cores (measured: 2.6 s -> 1.4 s on
+    # an 887 MiB database, where `sqlite3 .backup` takes 1.5-1.8 s).
+    compress_threads = 2
 
     def _connect(self) -> sqlite3.Connection:
         path = self.db.sqlite_path
