@@ -118,6 +118,7 @@ def child_main(spec: dict[str, object]) -> None:
     from dbjobs.dburl import parse_url
     from dbjobs.pipeline import DEFAULT_LEVEL
     from dbjobs.restore import run_restore
+    from dbjobs.storage.local import LocalStorage
 
     db = parse_url(str(spec["alias"]), str(spec["url"]))
     start = time.perf_counter()
@@ -125,7 +126,7 @@ def child_main(spec: dict[str, object]) -> None:
         result = run_backup(db, Path(str(spec["dir"])), level=int(spec.get("level") or DEFAULT_LEVEL))
         size = result.backup.manifest.size
     else:
-        backup = find_backup(Path(str(spec["dir"])), str(spec["backup"]))
+        backup = find_backup([LocalStorage(Path(str(spec["dir"])))], str(spec["backup"]))
         run_restore(backup, db, Path(str(spec["dir"])) / "safety", confirmed=True)
         size = backup.manifest.size
     seconds = time.perf_counter() - start

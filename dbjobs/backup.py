@@ -87,7 +87,8 @@ def run_backup(
     backup_id = new_backup_id(db.alias, started, request_token(request_id) if request_id else secrets.token_hex(3))
     path = directory / (backup_id + DUMP_SUFFIX)
     with _write_errors(directory):
-        written, row_counts = write_compressed(path, connector.dump, level=level, progress=progress, total=total)
+        written, row_counts = write_compressed(path, connector.dump, level=level, threads=connector.compress_threads,
+                                               progress=progress, total=total)
     try:
         fingerprint = _schema_fingerprint(db)
         finished = datetime.now(UTC)

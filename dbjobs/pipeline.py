@@ -79,7 +79,7 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def write_compressed(
-    path: Path, produce: Callable[[Sink], T], *, level: int = DEFAULT_LEVEL,
+    path: Path, produce: Callable[[Sink], T], *, level: int = DEFAULT_LEVEL, threads: int = 0,
     progress: ProgressCallback, total: int | None, phase: str = "dump",
 ) -> tuple[Written, T]:
     """Run `produce(sink)` and store what it pushes into `sink` as a zstd file at `path`, atomically."""
@@ -89,7 +89,7 @@ def write_compressed(
         with os.fdopen(fd, "wb") as f:
             hashing = _HashingFile(f)
             raw = 0
-            compressor = zstandard.ZstdCompressor(level=level, write_checksum=True)
+            compressor = zstandard.ZstdCompressor(level=level, write_checksum=True, threads=threads)
             with compressor.stream_writer(hashing, size=-1, closefd=False, write_size=CHUNK) as zst:
 
                 def sink(chunk: bytes | memoryview) -> None:

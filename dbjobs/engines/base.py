@@ -35,6 +35,9 @@ class Connector(ABC):
     """What backup and restore need from an engine; each engine implements it once."""
 
     engine: ClassVar[str]
+    # zstd worker threads. 0 compresses in the reading thread: right when the dump tool and the
+    # server already keep the cores busy (measured: threads only added contention for pg_dump).
+    compress_threads: ClassVar[int] = 0
 
     def __init__(self, db: DatabaseURL) -> None:
         self.db = db

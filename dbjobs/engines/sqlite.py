@@ -1,10 +1,13 @@
-"""SQLite: the online backup API on the way out and on the way in.
+"""SQLite: the database file streamed under a read lock on the way out, the backup API on the way in.
 
-The backup API copies a consistent image even while other connections write. It needs a
-destination database, so the image is written to a private temporary file beside the backup
-and streamed from there (memory stays flat; the file goes away on every exit path). A restore
-copies a verified image into the live file through the same API, which SQLite journals: a
-failure leaves the database as it was.
+A database in a rollback-journal mode (SQLite's default) cannot change on disk while a reader
+holds its SHARED lock, so the backup holds one and streams the file itself: no staging copy,
+compression overlapping the read. The file is read by a child process (`cat`), because closing
+any descriptor of a file in *this* process would drop every POSIX lock this process holds on
+it, SQLite's included. A WAL database keeps committed pages in its -wal file, so for it the
+online backup API writes a consistent image to a private temporary file first, streamed from
+there. A restore copies a verified image into the live file through the backup API, which
+SQLite journals: a failure leaves the database as it was.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 
-from dbjobs.engines.base import CHUNK, Connector, Sink, counting_while
+from dbjobs.engines.base import CHUNK, Connector, Sink, counting_while, run_dump
 from dbjobs.errors import BackupError, DatabaseUnavailableError, RestoreError
 
 
@@ -42,12 +45,15 @@ class SQLiteConnector(Connector):
     """No client tool needed: Python's sqlite3 module is the tool."""
 
     engine = "sqlite"
+    # Reading the file costs next to nothing, so compression may have both cores (measured: 2.6 s -> 1.4 s on
+    # an 887 MiB database, where `sqlite3 .backup` takes 1.5-1.8 s).
+    compress_threads = 2
 
     def _connect(self) -> sqlite3.Connection:
         path = self.db.sqlite_path
         if not path.is_file():
             raise DatabaseUnavailableError(f"database {self.db.alias!r}: SQLite file {path} does not exist")
-        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=30)
+        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=30, check_same_thread=False)
         try:
             conn.execute("PRAGMA schema_version").fetchone()
         except sqlite3.DatabaseError as exc:
@@ -73,27 +79,44 @@ class SQLiteConnector(Connector):
     def dump(self, sink: Sink) -> dict[str, int]:
         src = self._connect()
         try:
-            with _temp_path(self.db.sqlite_path.parent, ".snapshot") as image:
-                dst = sqlite3.connect(image)
-                try:
-                    src.backup(dst)
-                finally:
-                    dst.close()
-
-                def count() -> dict[str, int]:
-                    with closing(sqlite3.connect(f"file:{image}?mode=ro", uri=True)) as conn:
-                        return _table_counts(conn)
-
-                def stream() -> None:
-                    with open(image, "rb") as f:
-                        while chunk := f.read(CHUNK):
-                            sink(chunk)
-
-                return counting_while(count, stream)
+            if str(src.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                return self._dump_image(src, sink)
+            return self._dump_locked_file(src, sink)
         except sqlite3.Error as exc:  # a damaged page, a full disk for the staging image
             raise BackupError(f"SQLite backup of {self.db.alias!r} failed: {exc}") from None
         finally:
             src.close()
+
+    def _dump_locked_file(self, src: sqlite3.Connection, sink: Sink) -> dict[str, int]:
+        """Stream the file itself while a read transaction keeps every writer from changing it."""
+        src.isolation_level = None
+        src.execute("BEGIN")
+        try:
+            src.execute("SELECT count(*) FROM sqlite_master").fetchone()  # takes the SHARED lock
+            read = ["cat", "--", str(self.db.sqlite_path)]
+            return counting_while(lambda: _table_counts(src), lambda: run_dump(read, {}, sink, "reading the file"))
+        finally:
+            src.execute("ROLLBACK")
+
+    def _dump_image(self, src: sqlite3.Connection, sink: Sink) -> dict[str, int]:
+        """A WAL database: copy a consistent image with the backup API, then stream the image."""
+        with _temp_path(self.db.sqlite_path.parent, ".snapshot") as image:
+            dst = sqlite3.connect(image)
+            try:
+                src.backup(dst)
+            finally:
+                dst.close()
+
+            def count() -> dict[str, int]:
+                with closing(sqlite3.connect(f"file:{image}?mode=ro", uri=True)) as conn:
+                    return _table_counts(conn)
+
+            def stream() -> None:
+                with open(image, "rb") as f:
+                    while chunk := f.read(CHUNK):
+                        sink(chunk)
+
+            return counting_while(count, stream)
 
     def restore(self, chunks: Iterable[bytes], *, same_database: bool) -> None:
         path = self.db.sqlite_path

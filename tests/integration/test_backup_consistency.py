@@ -27,10 +27,10 @@ FILLER = {
 }
 
 
-def _setup(url: str, filler_rows: int) -> None:
+def _setup(url: str, filler_rows: int, sqlite_journal: str = "wal") -> None:
     with connect(url) as conn:
         if db(url).engine == "sqlite":
-            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+            conn.exec_driver_sql(f"PRAGMA journal_mode={sqlite_journal}")
         conn.execute(sa.text("CREATE TABLE accounts (id INTEGER PRIMARY KEY, balance BIGINT NOT NULL)"))
         conn.execute(sa.text("CREATE TABLE ledger (id BIGINT PRIMARY KEY, account INTEGER NOT NULL, "
                              "amount BIGINT NOT NULL)"))
@@ -87,6 +87,16 @@ def _assert_invariants(url: str) -> None:
 
 def test_backup_during_writes_is_a_consistent_snapshot(db_url: str, tmp_path: Path) -> None:
     _setup(db_url, filler_rows=150_000)
+    _backup_during_writes(db_url, tmp_path)
+
+
+def test_sqlite_rollback_journal_file_streamed_under_lock_is_consistent(sqlite_url: str, tmp_path: Path) -> None:
+    """SQLite's default journal mode takes the other path: the file itself, streamed under a read lock."""
+    _setup(sqlite_url, filler_rows=150_000, sqlite_journal="delete")
+    _backup_during_writes(sqlite_url, tmp_path)
+
+
+def _backup_during_writes(db_url: str, tmp_path: Path) -> None:
     writer = Writer(db_url)
     writer.start()
     try:
