@@ -22,6 +22,7 @@ from dbjobs.errors import BackupError
 from dbjobs.manifest import DUMP_SUFFIX, Manifest, new_backup_id, request_token
 from dbjobs.pipeline import DEFAULT_LEVEL, private_dir, write_atomic, write_compressed
 from dbjobs.progress import Progress, ProgressCallback, no_progress
+from dbjobs.schema.snapshot import fingerprint
 
 
 @dataclass(frozen=True)
@@ -40,15 +41,6 @@ class BackupResult:
     def to_dict(self) -> dict[str, object]:
         """JSON result: the manifest plus where the file is (never a URL or password)."""
         return {**self.backup.manifest.to_dict(), "path": str(self.backup.path), "seconds": round(self.seconds, 3)}
-
-
-def _schema_fingerprint(db: DatabaseURL) -> str | None:
-    """The schema fingerprint, so a restore or status can tell which schema a backup holds."""
-    try:
-        from dbjobs.schema.snapshot import fingerprint
-    except ImportError:  # the schema package is optional for a bare backup
-        return None
-    return fingerprint(db)
 
 
 # What a full disk, a quota, a read-only mount or a file size limit look like: the storage's fault, not a bug.
@@ -90,13 +82,13 @@ def run_backup(
         written, row_counts = write_compressed(path, connector.dump, level=level, threads=connector.compress_threads,
                                                progress=progress, total=total)
     try:
-        fingerprint = _schema_fingerprint(db)
+        schema_fingerprint = fingerprint(db)
         finished = datetime.now(UTC)
         manifest = Manifest(
             id=backup_id, database=db.alias, engine=db.engine, server_version=server_version,
             started_at=started.isoformat(), finished_at=finished.isoformat(), file=path.name,
             size=written.size, raw_size=written.raw_size, sha256=written.sha256, compression="zstd",
-            compression_level=level, tools=tools, schema_fingerprint=fingerprint, row_counts=row_counts,
+            compression_level=level, tools=tools, schema_fingerprint=schema_fingerprint, row_counts=row_counts,
             dbjobs_version=__version__, kind=kind, note=note,
             extra={"request_id": request_id} if request_id else {},
         )

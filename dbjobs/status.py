@@ -161,19 +161,15 @@ class SchemaState:
 SchemaProbe = Callable[[DatabaseURL], SchemaState]
 
 
-def schema_probe(schema_dir: Path) -> SchemaProbe | None:
-    """The schema side's probe when it is installed: `dbjobs.schema.status.probe(db, schema_dir) -> SchemaState`."""
-    try:
-        from dbjobs.schema.status import probe  # type: ignore[import-not-found]
-    except ImportError:
-        return None
+def schema_probe(schema_dir: Path) -> SchemaProbe:
+    """The schema side's probe bound to a schema directory (imported here: it imports this module)."""
+    from dbjobs.schema.status import probe
+
     return functools.partial(probe, schema_dir=schema_dir)
 
 
-def schema_section(db: DatabaseURL, probe: SchemaProbe | None) -> Section:
+def schema_section(db: DatabaseURL, probe: SchemaProbe) -> Section:
     """Drift (live fingerprint against the last snapshot) and pending migrations: each a warning."""
-    if probe is None:
-        return {"available": False}, []
     try:
         state = probe(db)
     except DbjobsError as exc:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
 from collections import namedtuple
 from pathlib import Path
 
@@ -44,7 +42,6 @@ def test_failed_backup_is_critical_other_jobs_warn():
 
 
 def test_schema_section_drift_and_pending():
-    assert schema_section(DB, None) == ({"available": False}, [])
     clean = schema_section(DB, lambda db: SchemaState("abc", "abc"))
     assert clean[0]["drift"] is False and clean[1] == []
     data, checks = schema_section(DB, lambda db: SchemaState("abc", "old", ["0002_add.sql"]))
@@ -58,15 +55,11 @@ def test_schema_section_drift_and_pending():
     assert schema_section(DB, lambda db: SchemaState("abc", None))[1][0].message == "no schema snapshot of 'app' yet"
 
 
-def test_schema_probe_is_found_when_the_schema_package_provides_it(monkeypatch):
+def test_schema_probe_is_the_schema_packages_probe_bound_to_the_directory():
     from dbjobs.schema.status import probe
 
-    assert schema_probe(Path("migrations")).func is probe
-    module = types.ModuleType("dbjobs.schema.status")
-    module.probe = lambda db, schema_dir: SchemaState(str(schema_dir), "x")
-    monkeypatch.setitem(sys.modules, "dbjobs.schema", types.ModuleType("dbjobs.schema"))
-    monkeypatch.setitem(sys.modules, "dbjobs.schema.status", module)
-    assert schema_probe(Path("m"))(DB).fingerprint == "m"
+    bound = schema_probe(Path("migrations"))
+    assert bound.func is probe and bound.keywords == {"schema_dir": Path("migrations")}
 
 
 def test_broker_section():
