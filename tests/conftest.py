@@ -10,6 +10,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -39,41 +40,40 @@ def _scratch_name() -> str:
     return f"dbjobs_t_{uuid.uuid4().hex[:12]}"
 
 
+@contextmanager
+def scratch_database(service: str, admin_url: str, driver: str, create: str, drop: str) -> Iterator[str]:
+    """Create a uniquely named database on a real server, yield its URL, drop it on every exit path."""
+    require_service(service)
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(f"{driver}://{admin_url.split('://', 1)[1]}", isolation_level="AUTOCOMMIT")
+    name = _scratch_name()
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(create.format(name=name)))
+        try:
+            yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+        finally:
+            with admin.connect() as conn:
+                conn.execute(sa.text(drop.format(name=name)))
+    finally:
+        admin.dispose()
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database, dropped after the test."""
-    require_service("postgres")
-    import sqlalchemy as sa
-
-    admin = sa.create_engine(PG_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://"),
-                             isolation_level="AUTOCOMMIT")
-    name = _scratch_name()
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database("postgres", PG_ADMIN_URL, "postgresql+psycopg", 'CREATE DATABASE "{name}"',
+                          'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)') as url:
+        yield url
 
 
 @pytest.fixture
 def mysql_url() -> Iterator[str]:
     """A fresh, empty MariaDB database, dropped after the test."""
-    require_service("mysql")
-    import sqlalchemy as sa
-
-    admin = sa.create_engine(MYSQL_ADMIN_URL.replace("mysql://", "mysql+pymysql://"))
-    name = _scratch_name()
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-    try:
-        yield MYSQL_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
-        admin.dispose()
+    with scratch_database("mysql", MYSQL_ADMIN_URL, "mysql+pymysql", "CREATE DATABASE `{name}` CHARACTER SET utf8mb4",
+                          "DROP DATABASE IF EXISTS `{name}`") as url:
+        yield url
 
 
 @pytest.fixture
