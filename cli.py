@@ -80,6 +80,9 @@ def render_backup(r: dict[str, Any]) -> str:
             f"  size     {human_size(r['size'])} (raw {human_size(r['raw_size'])}), {r['seconds']} s\n"
             f"  sha256   {r['sha256']}\n"
             f"  tables   {len(r['row_counts'])}, rows {sum(r['row_counts'].values())}")
+    if "sample_created" in r:
+        text = (f"no DBJOBS_DATABASE_URL set: created the sample database {r['sample_created']} and backed it up "
+                "(set DBJOBS_DATABASE_URL to back up your own)\n" + text)
     upload = r.get("upload")
     if upload:
         text += (f"\n  upload   {upload['location']}" if upload["ok"] else

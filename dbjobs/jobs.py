@@ -127,13 +127,16 @@ def backup(settings: Settings, progress: ProgressCallback, *, database: str = "d
     if remote is not None:
         remote.check_bucket()
     taken = find_request_backup(directory, database, request_id) if request_id else None
+    created = False
     if taken is not None:
         done = BackupResult.of(taken)
     else:
         with recorded(directory, "dbjobs.backup", database):
-            ensure_sample(settings, db)
+            created = ensure_sample(settings, db)
             done = run_backup(db, directory, progress=progress, request_id=request_id)
     result = done.to_dict()
+    if created:
+        result["sample_created"] = str(db.sqlite_path)
     if remote is not None:
         try:
             remote.put(done.backup.path, done.backup.manifest, progress)  # type: ignore[arg-type]
