@@ -177,7 +177,8 @@ def schema_section(db: DatabaseURL, probe: SchemaProbe) -> Section:
     drift = state.snapshot_fingerprint is not None and state.fingerprint != state.snapshot_fingerprint
     checks = []
     if state.snapshot_fingerprint is None:
-        checks.append(Check(f"schema:{db.alias}", "warning", f"no schema snapshot of {db.alias!r} yet"))
+        checks.append(Check(f"schema:{db.alias}", "warning", f"no schema snapshot of {db.alias!r} yet "
+                            "(a worker takes one when it starts; or run detect-migrations)"))
     elif drift:
         checks.append(Check(f"schema:{db.alias}", "warning", f"schema of {db.alias!r} drifted from its last "
                             "snapshot (run detect-migrations)"))
