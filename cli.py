@@ -256,6 +256,8 @@ def render_cleanup(r: dict[str, Any]) -> str:
         lines += [f"{'keep':<12} {k['id']}  ({'; '.join(k['reasons'])})" for k in r["kept"]]
     lines += [f"{'finished' if not r['dry_run'] else 'would finish'} interrupted deletion of {i}"
               for i in r["interrupted_deletions"]]
+    lines += [f"{'removed' if not r['dry_run'] else 'would remove'} unfinished file {p} (untouched for a day)"
+              for p in r["stale_partials"]]
     lines += [f"skipped: {p}" for p in r["skipped"]]
     lines.append(f"{len(r['deleted'])} backup(s) {summary} ({human_size(r['freed_bytes'])}), {len(r['kept'])} kept"
                  + (" (dry run: nothing was changed)" if r["dry_run"] else ""))

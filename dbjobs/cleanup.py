@@ -11,14 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from dbjobs.catalog import Backup, gc_paused, list_scanned, load
 from dbjobs.errors import DbjobsError, StorageError
 from dbjobs.progress import Progress, ProgressCallback, no_progress
 from dbjobs.retention import Candidate, Decision, Rule, decide
 from dbjobs.storage.base import Scan, Storage
+from dbjobs.storage.local import LocalStorage
 
+STALE_PARTIAL_AGE = timedelta(hours=24)  # far beyond a running job's silence: it writes its file continuously
 
 @dataclass
 class CleanupResult:
@@ -29,6 +31,7 @@ class CleanupResult:
     deleted: list[dict[str, object]] = field(default_factory=list)
     kept: list[dict[str, object]] = field(default_factory=list)
     interrupted: list[str] = field(default_factory=list)
+    stale_partials: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     freed: int = 0
 
@@ -36,7 +39,8 @@ class CleanupResult:
         """JSON result."""
         return {"dry_run": self.dry_run, "rule": self.rule.to_dict(), "deleted": self.deleted, "kept": self.kept,
                 "freed_bytes": self.freed,
-                "interrupted_deletions": self.interrupted, "skipped": self.skipped}
+                "interrupted_deletions": self.interrupted, "stale_partials": self.stale_partials,
+                "skipped": self.skipped}
 
 
 def _row(backup: Backup, decision: Decision) -> dict[str, object]:
@@ -94,4 +98,15 @@ def _cleanup(storages: Sequence[Storage], rule: Rule, now: datetime, database: s
         except OSError as exc:
             raise StorageError(f"cannot delete backups in {storage.where}: {exc}; run cleanup again") from None
         progress(Progress("delete", len(targets), len(targets)))
+    _sweep_partials(storages, now, dry_run, result)
     return result
+
+
+def _sweep_partials(storages: Sequence[Storage], now: datetime, dry_run: bool, result: CleanupResult) -> None:
+    """Remove the hidden `.partial` files killed jobs left in local directories (they hold whole dumps)."""
+    for storage in storages:
+        if isinstance(storage, LocalStorage):
+            stale = storage.stale_partials((now - STALE_PARTIAL_AGE).timestamp())
+            result.stale_partials.extend(str(storage.directory / name) for name in stale)
+            if not dry_run:
+                storage.remove_partials(stale)

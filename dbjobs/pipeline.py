@@ -21,6 +21,7 @@ from dbjobs.errors import BackupInvalidError
 from dbjobs.progress import Progress, ProgressCallback
 
 T = TypeVar("T")
+PARTIAL_SUFFIX = ".partial"
 DEFAULT_LEVEL = 1  # measured: as fast as raw pg_dump -Z0 and smaller than pg_dump -Fc (gzip); 3 is ~40% slower
 
 
@@ -62,9 +63,14 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def partial_path(path: Path) -> Path:
+    """The hidden name a file is written under until it is complete: never listed, never restored."""
+    return path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write a small file (a manifest) under a temporary name, sync it, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.partial")
+    tmp = partial_path(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -83,7 +89,7 @@ def write_compressed(
     progress: ProgressCallback, total: int | None, phase: str = "dump",
 ) -> tuple[Written, T]:
     """Run `produce(sink)` and store what it pushes into `sink` as a zstd file at `path`, atomically."""
-    tmp = path.with_name(f".{path.name}.partial")
+    tmp = partial_path(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from dbjobs.errors import BackupInvalidError, DbjobsError
 from dbjobs.manifest import DUMP_SUFFIX, MANIFEST_SUFFIX, Manifest, is_backup_id
-from dbjobs.pipeline import fsync_dir, private_dir, write_atomic
+from dbjobs.pipeline import fsync_dir, partial_path, private_dir, write_atomic
 from dbjobs.progress import Progress, ProgressCallback
 
 
@@ -102,7 +102,7 @@ def receive(chunks: Iterable[bytes], manifest: Manifest, directory: Path, progre
     """
     directory = private_dir(directory)
     path = directory / manifest.file
-    tmp = directory / f".{manifest.file}.partial"
+    tmp = partial_path(path)
     digest = hashlib.sha256()
     done = 0
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from dbjobs.engines.base import CHUNK
 from dbjobs.errors import BackupNotFoundError
-from dbjobs.manifest import DUMP_SUFFIX, MANIFEST_SUFFIX, Manifest
+from dbjobs.manifest import DUMP_SUFFIX, MANIFEST_SUFFIX, Manifest, is_backup_id
+from dbjobs.pipeline import PARTIAL_SUFFIX
 from dbjobs.progress import ProgressCallback
 from dbjobs.storage.base import Scan, attempt, receive, scan_names
 
@@ -19,6 +20,15 @@ def file_chunks(path: Path) -> Iterator[bytes]:
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK * 4):
             yield chunk
+
+
+def left_by_an_unfinished_job(name: str) -> bool:
+    """A hidden `.partial` of dbjobs' own naming (a dump or manifest of a well-formed backup id)."""
+    if not (name.startswith(".") and name.endswith(PARTIAL_SUFFIX)):
+        return False
+    inner = name[1 : -len(PARTIAL_SUFFIX)]
+    return any(inner.endswith(suffix) and is_backup_id(inner[: -len(suffix)])
+               for suffix in (DUMP_SUFFIX, MANIFEST_SUFFIX))
 
 
 class LocalStorage:
@@ -75,6 +85,24 @@ class LocalStorage:
         if directory.resolve() == self.directory.resolve():
             return source
         return receive(file_chunks(source), manifest, directory, progress)
+
+    def stale_partials(self, before: float) -> list[str]:
+        """`.partial` files not written since `before` (epoch seconds): left by a killed backup or download.
+
+        A running job writes its file continuously, so one untouched for long is nobody's.
+        """
+        try:
+            with os.scandir(self.directory) as entries:
+                return sorted(e.name for e in entries
+                              if left_by_an_unfinished_job(e.name) and e.stat(follow_symlinks=False).st_mtime < before)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def remove_partials(self, names: Sequence[str]) -> None:
+        """Unlink what `stale_partials` found (already gone is fine)."""
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self._prefix, name))
 
     def delete(self, backup_ids: Sequence[str]) -> None:
         """Unlink each dump, then its manifest; missing files are already deleted."""

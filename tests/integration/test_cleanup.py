@@ -144,3 +144,26 @@ def test_cleanup_never_touches_anything_but_complete_backups(ages, strays, keep_
             assert len([m for m in mine if m.id not in deleted]) >= min(min_keep, len(mine))
         again = run_job("dbjobs.cleanup", settings_for(backups), {"keep_days": keep_days, "min_keep": min_keep})
         assert again["deleted"] == []
+
+
+def test_removes_partials_a_killed_job_left_for_a_day_and_nothing_else(tmp_path):
+    backups = tmp_path / "backups"
+    kept = aged(backups, "app", [1])
+    old = {".app-20261101T000000Z-abcdef.dump.zst.partial", ".app-20261101T000000Z-abcdef.manifest.json.partial"}
+    fresh = ".app-20261127T000000Z-fedcba.dump.zst.partial"  # a backup being written right now
+    foreign = {".notes.txt.partial", ".app-2026-bad-id.dump.zst.partial"}  # not dbjobs' naming: never touched
+    two_days_ago = (NOW - timedelta(days=2)).timestamp()
+    for name in old | foreign | {fresh}:
+        (backups / name).write_bytes(b"half a dump")
+        if name != fresh:
+            os.utime(backups / name, (two_days_ago, two_days_ago))
+
+    dry = run_job("dbjobs.cleanup", settings_for(backups), {"dry_run": True})
+    assert sorted(Path(p).name for p in dry["stale_partials"]) == sorted(old)
+    assert old <= {p.name for p in backups.iterdir()}
+
+    done = run_job("dbjobs.cleanup", settings_for(backups), {})
+    left = {p.name for p in backups.iterdir()}
+    assert sorted(Path(p).name for p in done["stale_partials"]) == sorted(old)
+    assert not (old & left) and {fresh} | foreign <= left
+    assert {kept[0].file, kept[0].manifest_name} <= left
