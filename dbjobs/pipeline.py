@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TypeVar
@@ -34,7 +35,7 @@ class Written:
     sha256: str
 
 
-class _HashingFile:
+class HashingFile:
     """A write-only file that hashes and counts what passes through it."""
 
     def __init__(self, f: BinaryIO) -> None:
@@ -68,13 +69,18 @@ def partial_path(path: Path) -> Path:
     return path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write a small file (a manifest) under a temporary name, sync it, then rename it into place."""
+@contextmanager
+def atomic_file(path: Path, *, exclusive: bool = False) -> Iterator[BinaryIO]:
+    """A private (0600) file written under its hidden partial name, renamed to `path` only once synced.
+
+    Any exception inside the block removes the partial file, so `path` either appears complete
+    or not at all. `exclusive` refuses to reuse a partial name another writer holds.
+    """
     tmp = partial_path(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC), 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -82,6 +88,12 @@ def write_atomic(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a small file (a manifest) under a temporary name, sync it, then rename it into place."""
+    with atomic_file(path) as f:
+        f.write(data)
 
 
 def write_compressed(
@@ -89,31 +101,21 @@ def write_compressed(
     progress: ProgressCallback, total: int | None, phase: str = "dump",
 ) -> tuple[Written, T]:
     """Run `produce(sink)` and store what it pushes into `sink` as a zstd file at `path`, atomically."""
-    tmp = partial_path(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            hashing = _HashingFile(f)
-            raw = 0
-            compressor = zstandard.ZstdCompressor(level=level, write_checksum=True, threads=threads)
-            with compressor.stream_writer(hashing, size=-1, closefd=False, write_size=CHUNK) as zst:
+    raw = 0
+    with atomic_file(path, exclusive=True) as f:
+        hashing = HashingFile(f)
+        compressor = zstandard.ZstdCompressor(level=level, write_checksum=True, threads=threads)
+        with compressor.stream_writer(hashing, size=-1, closefd=False, write_size=CHUNK) as zst:
 
-                def sink(chunk: bytes | memoryview) -> None:
-                    nonlocal raw
-                    zst.write(chunk)
-                    before, raw = raw, raw + len(chunk)
-                    if raw >> 26 != before >> 26:  # report every 64 MiB
-                        progress(Progress(phase, raw, total))
+            def sink(chunk: bytes | memoryview) -> None:
+                nonlocal raw
+                zst.write(chunk)
+                before, raw = raw, raw + len(chunk)
+                if raw >> 26 != before >> 26:  # report every 64 MiB
+                    progress(Progress(phase, raw, total))
 
-                result = produce(sink)
-            f.flush()
-            os.fsync(f.fileno())
+            result = produce(sink)
         progress(Progress(phase, raw, raw))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
     return Written(size=hashing.size, raw_size=raw, sha256=hashing.hash.hexdigest()), result
 
 

@@ -10,8 +10,6 @@ have no manifest).
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +17,7 @@ from typing import Protocol
 
 from dbjobs.errors import BackupInvalidError, DbjobsError
 from dbjobs.manifest import DUMP_SUFFIX, MANIFEST_SUFFIX, Manifest, is_backup_id
-from dbjobs.pipeline import fsync_dir, partial_path, private_dir, write_atomic
+from dbjobs.pipeline import HashingFile, atomic_file, private_dir, write_atomic
 from dbjobs.progress import Progress, ProgressCallback
 
 
@@ -102,27 +100,14 @@ def receive(chunks: Iterable[bytes], manifest: Manifest, directory: Path, progre
     """
     directory = private_dir(directory)
     path = directory / manifest.file
-    tmp = partial_path(path)
-    digest = hashlib.sha256()
-    done = 0
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                progress(Progress("download", done, manifest.size))
-            f.flush()
-            os.fsync(f.fileno())
-        checksum = "matches" if digest.hexdigest() == manifest.sha256 else "does not match"
-        if done != manifest.size or checksum != "matches":
-            raise BackupInvalidError(f"{manifest.id}: the copy received from storage is corrupt ({done} of "
+    with atomic_file(path) as f:
+        received = HashingFile(f)
+        for chunk in chunks:
+            received.write(chunk)
+            progress(Progress("download", received.size, manifest.size))
+        checksum = "matches" if received.hash.hexdigest() == manifest.sha256 else "does not match"
+        if received.size != manifest.size or checksum != "matches":
+            raise BackupInvalidError(f"{manifest.id}: the copy received from storage is corrupt ({received.size} of "
                                      f"{manifest.size} bytes, SHA-256 {checksum}); nothing was restored")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(directory)
     write_atomic(directory / manifest.manifest_name, manifest.to_json().encode())
     return path
