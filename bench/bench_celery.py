@@ -6,7 +6,7 @@
 (b) 200 small backups (over 4 aliases) submitted at once to one worker with 2 processes: all
     complete, none lost or duplicated; jobs/s and per-job overhead beside 200 no-op tasks.
 
-Uses Redis database 14 on 127.0.0.1:6379 (flushed). Run: `python bench/bench_celery.py`.
+Starts its own redis-server on a free port (never touches the one on 6379). Run: `python bench/bench_celery.py`.
 """
 
 from __future__ import annotations

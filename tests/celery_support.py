@@ -1,8 +1,8 @@
 """Real Celery processes for tests: workers, beat, Flower and the CLI, each in its own process group.
 
-Every test file has its own Redis database (10 CLI, 11 locks, 12 faults, 13 Flower, 14 bench;
-conftest's `redis_url` uses 15; the Redis-restart test runs its own server on port 6390), so test
-files never see each other's queues, and every process is killed by its own id in teardown.
+Every test file has its own database on the suite's own redis-server (7 schema, 9 ops, 10 CLI, 11 locks,
+12 faults, 13 Flower, 14 bench; conftest's `redis_url` uses 15; tests that restart Redis start a private
+server), so test files never see each other's queues, and every process is killed by its own id in teardown.
 """
 
 from __future__ import annotations
@@ -20,17 +20,16 @@ from pathlib import Path
 
 import redis
 
-from tests.conftest import require_service
+from tests.redis_server import session_redis_url
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 SECRET = "s3cret-pw-never-shown"
 
 
-def flushed_redis(db: int, port: int = 6379) -> str:
-    """The URL of an emptied Redis database reserved for one test file."""
-    require_service("redis")
-    url = f"redis://127.0.0.1:{port}/{db}"
+def flushed_redis(db: int) -> str:
+    """The URL of an emptied database of the suite's own Redis, reserved for one test file."""
+    url = session_redis_url(db)
     client = redis.Redis.from_url(url)
     client.flushdb()
     client.close()

@@ -17,11 +17,9 @@ import pytest
 SERVICES = {
     "postgres": ("127.0.0.1", 5432, "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"),
     "mysql": ("127.0.0.1", 3306, "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd"),
-    "redis": ("127.0.0.1", 6379, "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save ''"),
 }
 PG_ADMIN_URL = os.environ.get("DBJOBS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 MYSQL_ADMIN_URL = os.environ.get("DBJOBS_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/mysql")
-REDIS_URL = os.environ.get("DBJOBS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 def require_service(name: str) -> None:
@@ -90,11 +88,7 @@ def db_url(request) -> str:
 
 @pytest.fixture
 def redis_url() -> str:
-    """A Redis database reserved for tests, flushed before use."""
-    require_service("redis")
-    import redis
+    """Database 15 of the suite's own redis-server, flushed before use."""
+    from tests.celery_support import flushed_redis
 
-    client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
-    client.close()
-    return REDIS_URL
+    return flushed_redis(15)

@@ -1,13 +1,10 @@
 """Beat enqueues backups and cleanups at the configured intervals, and beat and workers survive a Redis restart.
 
-The restart uses a throwaway redis-server on port 6390, never the shared one on 6379.
+The restart uses a private redis-server of the test's own on a free port.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,53 +21,20 @@ from tests.celery_support import (
     start_worker,
     wait_until,
 )
-
-PORT = 6390
-
-
-def _listening() -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", PORT), timeout=0.2).close()
-    except OSError:
-        return False
-    return True
-
-
-class ThrowawayRedis:
-    """A private redis-server that a test may kill and start again."""
-
-    def __init__(self, directory: Path, env: dict[str, str]) -> None:
-        self.directory, self.env = directory, env
-        self.proc: Proc | None = None
-
-    def start(self) -> None:
-        self.proc = Proc(["redis-server", "--port", str(PORT), "--bind", "127.0.0.1", "--save", "",
-                          "--appendonly", "no", "--dir", str(self.directory)], self.env, self.directory / "redis.log",
-                         self.directory)
-        wait_until(_listening, 10, "redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc:
-            self.proc.stop()
-            wait_until(lambda: not _listening(), 10, "redis-server did not stop")
+from tests.redis_server import OwnedRedis
 
 
 @pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[ThrowawayRedis]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    if _listening():
-        pytest.skip(f"port {PORT} is taken")
-    server = ThrowawayRedis(tmp_path, dict(os.environ))
-    server.start()
+def private_redis(tmp_path: Path) -> Iterator[OwnedRedis]:
+    server = OwnedRedis(tmp_path / "redis").start()
     yield server
     server.stop()
 
 
 def test_beat_enqueues_backups_and_cleanups_and_everything_survives_a_redis_restart(
-        tmp_path: Path, private_redis: ThrowawayRedis) -> None:
+        tmp_path: Path, private_redis: OwnedRedis) -> None:
     make_sqlite(tmp_path / "app.sqlite3", rows=50)
-    env = celery_env(tmp_path, f"redis://127.0.0.1:{PORT}/0", DBJOBS_DATABASES="")
+    env = celery_env(tmp_path, private_redis.url(), DBJOBS_DATABASES="")
     backups = tmp_path / "backups"
     worker = start_worker(env, tmp_path, via_cli=True)
     beat = Proc([PYTHON, str(ROOT / "cli.py"), "start-scheduler", "--interval", "0.0005", "--cleanup-interval",

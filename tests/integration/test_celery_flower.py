@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import httpx
@@ -19,22 +18,17 @@ from tests.celery_support import (
     start_worker,
     wait_until,
 )
+from tests.redis_server import free_port
 
 pytestmark = pytest.mark.redis
 AUTH = ("ops", "flower-pass")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_flower_lists_the_task_with_its_result_and_no_secret(tmp_path: Path) -> None:
     broker = flushed_redis(13)
     make_sqlite(tmp_path / "app.sqlite3", rows=20)
     env = celery_env(tmp_path, broker)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     flower = Proc([PYTHON, "-m", "celery", "-A", "workers.app", "flower", f"--port={port}", "--address=127.0.0.1",
                    f"--basic-auth={AUTH[0]}:{AUTH[1]}"], env, tmp_path / "flower.log", tmp_path)
