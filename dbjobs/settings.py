@@ -47,6 +47,9 @@ class Settings:
     visibility_timeout: float = 6 * 3600 + 600
     lock_ttl: float = 60
     lock_wait: float = 900
+    restore_jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    pre_restore_keep: int = 1
+    pre_restore_days: float = 7.0
 
     def database_url(self, alias: str) -> str:
         """The URL of a configured alias; an unknown alias is a user error, not a KeyError."""
@@ -182,7 +185,24 @@ def load_settings(
         min_keep=min_keep,
         env=environment,
         **_worker_limits(env),
+        **_restore_settings(env),
     )
+
+
+def _restore_settings(env: Mapping[str, str]) -> dict[str, float]:
+    """How swap restores run: parallel load jobs, and how many pre-restore copies to keep for how long.
+
+    Pre-restore copies are whole databases on the server, so by default only the newest stays,
+    for a week: enough to undo a restore, not enough to fill the server's disk.
+    """
+    jobs = int(_number(env, "DBJOBS_RESTORE_JOBS", os.cpu_count() or 1, integer=True))
+    if jobs < 1:
+        raise ConfigError(f"DBJOBS_RESTORE_JOBS={jobs}: a restore needs at least one job")
+    return {
+        "restore_jobs": jobs,
+        "pre_restore_keep": int(_number(env, "DBJOBS_PRE_RESTORE_KEEP", 1, integer=True)),
+        "pre_restore_days": _number(env, "DBJOBS_PRE_RESTORE_DAYS", 7, integer=False),
+    }
 
 
 def _worker_limits(env: Mapping[str, str]) -> dict[str, float]:

@@ -15,6 +15,7 @@ def test_defaults_use_the_sample_database() -> None:
     assert s.sample_database and s.databases["default"].startswith("sqlite:///")
     assert (s.keep_days, s.min_keep, s.backup_interval_hours, s.cleanup_interval_days) == (30, 5, 24, 1)
     assert s.broker_url is None and not s.production
+    assert (s.pre_restore_keep, s.pre_restore_days) == (1, 7) and s.restore_jobs >= 1
 
 
 def test_aliases_from_pairs_and_json() -> None:
@@ -29,6 +30,8 @@ def test_aliases_from_pairs_and_json() -> None:
     ("BACKUP_INTERVAL_HOURS", "inf"), ("DBJOBS_DATABASES", "noequals"),
     ("DBJOBS_DATABASES", "{bad json"), ("DBJOBS_DATABASES", "9bad=sqlite:///x"), ("DBJOBS_ENV", "prod"),
     ("DBJOBS_BROKER_URL", "amqp://guest@localhost//"), ("DBJOBS_MODELS", "app.models"),
+    ("DBJOBS_RESTORE_JOBS", "0"), ("DBJOBS_RESTORE_JOBS", "two"), ("DBJOBS_PRE_RESTORE_KEEP", "-1"),
+    ("DBJOBS_PRE_RESTORE_DAYS", "soon"),
 ])
 def test_malformed_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError) as err:
