@@ -92,7 +92,14 @@ def render_backup(r: dict[str, Any]) -> str:
 
 def render_restore(r: dict[str, Any]) -> str:
     safety = f"; safety backup {r['safety_backup_id']}" if r["safety_backup_id"] else ""
-    return f"restored {r['backup_id']} into {r['database']} in {r['seconds']} s{safety}"
+    what = f"restored {r['backup_id']} into" if r["backup_id"] else "swapped the pre-restore copy back into"
+    text = f"{what} {r['database']} in {r['seconds']} s{safety}"
+    if r.get("pre_restore_copy"):
+        text += (f"\n  swap     {r['swap_seconds'] * 1000:.0f} ms unavailable; the previous contents are kept as "
+                 f"database {r['pre_restore_copy']} (undo: restore --undo --database {r['database']} --yes)")
+    if r.get("note"):
+        text += f"\n  note     {r['note']}"
+    return text
 
 
 def render_list(r: dict[str, Any]) -> str:
@@ -220,9 +227,19 @@ def confirm(question: str) -> bool:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     target = args.database or "the database it was taken from"
-    if not args.yes and not confirm(f"Restore {args.backup} into {target}? Its current contents will be replaced"):
+    if args.undo and (args.backup or not args.database):
+        raise ConfigError("--undo takes --database ALIAS and no backup")
+    if not args.undo and not args.backup:
+        raise ConfigError("name the backup to restore (see list-backups), or pass --undo --database ALIAS")
+    question = (f"Swap the last pre-restore copy of {target} back in?" if args.undo else
+                f"Restore {args.backup} into {target}?")
+    if not args.yes and not confirm(f"{question} Its current contents will be replaced"):
         raise ConfirmationRequired("restore not confirmed; nothing was changed (pass --yes to skip the question)")
     kwargs = {"backup": args.backup, "database": args.database, "backup_dir": args.backup_dir, "confirmed": True}
+    if args.undo:
+        kwargs = {"database": args.database, "undo": True, "copy": args.copy, "confirmed": True}
+    elif args.strategy != "auto":
+        kwargs["strategy"] = args.strategy
     return submit(args, "dbjobs.restore", kwargs, render_restore)
 
 
@@ -405,9 +422,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_backup)
 
     p = sub.add_parser("restore", help="restore a backup (verified first, all or nothing)",
-                       description="Verify a backup's checksum and engine, take a safety backup of the target, "
-                       "then replace the target's contents; a failed restore leaves the database as it was.")
-    p.add_argument("backup", metavar="BACKUP", help="backup id (see list-backups) or path to a .dump.zst file")
+                       description="Verify a backup's checksum and engine, then replace the target's contents. "
+                       "PostgreSQL loads a shadow database in parallel, checks it against the manifest and swaps "
+                       "it in by renaming: the old database is kept as a pre-restore copy (undo with --undo). "
+                       "Elsewhere a safety backup is taken first. A failed restore leaves the database as it was.")
+    p.add_argument("backup", metavar="BACKUP", nargs="?",
+                   help="backup id (see list-backups) or path to a .dump.zst file")
+    p.add_argument("--strategy", choices=["auto", "swap", "in-place"], default="auto",
+                   help="swap: shadow database and rename (no safety dump); in-place: one transaction after a "
+                        "safety backup; auto (default): swap where the database allows it, else in place with a note")
+    p.add_argument("--undo", action="store_true",
+                   help="swap the newest pre-restore copy of --database back in (the replaced one is kept as a copy)")
+    p.add_argument("--copy", metavar="NAME", help="with --undo: the pre-restore copy to swap back (see status)")
     p.add_argument("--database", metavar="ALIAS",
                    help="alias to restore into (default: the alias the backup was taken from)")
     p.add_argument("--backup-dir", metavar="DIR", help="where to find backups by id and put the safety backup "

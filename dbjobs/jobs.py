@@ -152,28 +152,47 @@ def _restore_target(settings: Settings, arguments: dict[str, Any]) -> str:
     from dbjobs.catalog import find_backup
     from dbjobs.storage import storages
 
+    if arguments["backup"] is None:
+        raise ConfigError("name the backup to restore (or pass --undo with --database)")
+
     places = storages(settings, _dir(arguments["backup_dir"], settings.backup_dir))
     return find_backup(places, arguments["backup"]).manifest.database
 
 
 @job("dbjobs.restore", locks_database=True, target=_restore_target)
-def restore(settings: Settings, progress: ProgressCallback, *, backup: str, database: str | None = None,
-            backup_dir: str | None = None, confirmed: bool = False) -> dict[str, Any]:
+def restore(settings: Settings, progress: ProgressCallback, *, backup: str | None = None,
+            database: str | None = None, backup_dir: str | None = None, confirmed: bool = False,
+            strategy: str = "auto", undo: bool = False, copy: str | None = None,
+            request_id: str | None = None) -> dict[str, Any]:
     """Restore a backup (id or file) into an alias: the backup's own alias unless another is named.
 
     An id is looked up locally and in Supabase Storage; a remote-only backup is downloaded into
-    the backup directory and verified first.
+    the backup directory and verified first. `strategy` is auto (swap where possible), swap or
+    in-place. `undo` swaps the alias's newest pre-restore copy (or `copy`) back in instead.
     """
     from dbjobs.catalog import ensure_local, find_backup
-    from dbjobs.restore import run_restore
+    from dbjobs.errors import ConfirmationRequired
+    from dbjobs.restore import run_restore, undo_restore
     from dbjobs.storage import storages
+    from dbjobs.swap import Retention
 
+    if undo:
+        if backup is not None or database is None:
+            raise ConfigError("--undo takes --database ALIAS and no backup")
+        if not confirmed:
+            raise ConfirmationRequired(f"undoing the last restore of {database!r} replaces its contents; "
+                                       "confirm (--yes)")
+        return undo_restore(settings.database(database), copy).to_dict()
+    if backup is None:
+        raise ConfigError("name the backup to restore (or pass --undo with --database)")
     directory = _dir(backup_dir, settings.backup_dir)
     places = storages(settings, directory)
     found = find_backup(places, backup)
     db = settings.database(database or found.manifest.database)
     found = ensure_local(found, places, directory, progress)
-    return run_restore(found, db, directory, confirmed=confirmed, progress=progress).to_dict()
+    retention = Retention(settings.pre_restore_keep, settings.pre_restore_days)
+    return run_restore(found, db, directory, confirmed=confirmed, progress=progress, strategy=strategy,
+                       request_id=request_id, jobs=settings.restore_jobs, retention=retention).to_dict()
 
 
 @job("dbjobs.list_backups")

@@ -1,14 +1,17 @@
-"""The restore job: verify, confirm, take a safety backup, then replace the database all or nothing.
+"""The restore job: verify, confirm, then replace the database all or nothing, by swap or in place.
 
 Order matters: nothing touches the target until the backup's checksum and engine are known
-good and a safety backup of the target exists. PostgreSQL and SQLite restore in one
-transaction; MySQL, whose DDL commits implicitly, is put back from the safety backup if the
-load fails.
+good. Where the engine can (PostgreSQL), the backup is loaded into a shadow database, checked
+against the manifest and swapped in (dbjobs/swap.py): the old database becomes the pre-restore
+copy, so no safety dump is taken and `undo_restore` swaps it back. Otherwise the restore runs in
+place after a safety backup: PostgreSQL and SQLite in one transaction; MySQL, whose DDL commits
+implicitly, is put back from the safety backup if the load fails.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,26 +19,34 @@ from dbjobs.backup import run_backup
 from dbjobs.catalog import Backup
 from dbjobs.dburl import DatabaseURL
 from dbjobs.engines import connector_for
-from dbjobs.errors import BackupInvalidError, ConfirmationRequired, DbjobsError, RestoreError
+from dbjobs.engines.base import Connector, ShadowLoad
+from dbjobs.errors import BackupInvalidError, ConfigError, ConfirmationRequired, DbjobsError, RestoreError
+from dbjobs.manifest import Manifest
 from dbjobs.pipeline import decompressed_chunks, verify_file
 from dbjobs.progress import Progress, ProgressCallback, no_progress
+from dbjobs.swap import Retention, SwapOutcome, restore_by_swap, undo_swap
 
 TRANSACTIONAL = {"postgresql", "sqlite"}
+STRATEGIES = ("auto", "swap", "in-place")
 
 
 @dataclass(frozen=True)
 class RestoreResult:
-    """What was restored where, and the safety backup that can undo it."""
+    """What was restored where, how, and what can undo it (the pre-restore copy, or the safety backup)."""
 
-    backup_id: str
+    backup_id: str | None
     database: str
     safety_backup_id: str | None
     seconds: float
+    strategy: str = "in-place"
+    swap: SwapOutcome | None = None
+    note: str = ""
 
     def to_dict(self) -> dict[str, object]:
         """JSON result."""
-        return {"backup_id": self.backup_id, "database": self.database,
-                "safety_backup_id": self.safety_backup_id, "seconds": round(self.seconds, 3)}
+        return {"backup_id": self.backup_id, "database": self.database, "strategy": self.strategy,
+                "safety_backup_id": self.safety_backup_id, "seconds": round(self.seconds, 3),
+                **(self.swap.to_dict() if self.swap else {}), **({"note": self.note} if self.note else {})}
 
 
 def _load(backup: Backup, db: DatabaseURL, progress: ProgressCallback) -> None:
@@ -44,11 +55,74 @@ def _load(backup: Backup, db: DatabaseURL, progress: ProgressCallback) -> None:
     connector.restore(chunks, same_database=backup.manifest.database == db.alias)
 
 
+def choose_strategy(connector: Connector, wanted: str) -> tuple[str, str]:
+    """`swap` or `in-place` for this database, and the note saying why a swap was not possible."""
+    if wanted not in STRATEGIES:
+        raise ConfigError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {wanted!r}")
+    if wanted == "in-place":
+        return wanted, ""
+    blocker = connector.swap_blocker() if connector.exists() else "there is no database to swap out yet"
+    if blocker is None:
+        return "swap", ""
+    if wanted == "swap":
+        raise RestoreError(f"cannot restore by swap: {blocker}; nothing was changed (use --strategy in-place)")
+    return "in-place", f"restored in place, with a safety backup: {blocker}" if connector.swaps else ""
+
+
+def check_shadow(shadow: DatabaseURL, manifest: Manifest, jobs: int) -> None:
+    """The loaded shadow must hold the manifest's tables with their exact row counts, and its schema."""
+    from dbjobs.schema.snapshot import fingerprint
+
+    counts = connector_for(shadow).row_counts(jobs)
+    if counts != manifest.row_counts:
+        diff = sorted(set(counts) ^ set(manifest.row_counts)) or sorted(
+            t for t in counts if counts[t] != manifest.row_counts[t])
+        table = diff[0]
+        raise RestoreError(f"the loaded copy of {manifest.id} differs from its manifest at table {table} "
+                           f"({counts.get(table, 'missing')} rows, the manifest says "
+                           f"{manifest.row_counts.get(table, 'missing')}); the target is unchanged")
+    if manifest.schema_fingerprint and fingerprint(shadow) != manifest.schema_fingerprint:
+        raise RestoreError(f"the loaded copy of {manifest.id} has another schema than its manifest records; "
+                           "the target is unchanged")
+
+
+def _swap_in(backup: Backup, db: DatabaseURL, connector: Connector, work_dir: Path, jobs: int,
+             request_id: str | None, retention: Retention, progress: ProgressCallback) -> SwapOutcome:
+    manifest = backup.manifest
+    assert backup.path is not None
+
+    def chunks() -> Iterable[bytes]:
+        return decompressed_chunks(backup.path, progress, manifest.size)  # type: ignore[arg-type]
+
+    def check(shadow: DatabaseURL) -> None:
+        progress(Progress("check"))
+        check_shadow(shadow, manifest, jobs)
+
+    load = ShadowLoad(chunks, manifest.id, work_dir, jobs, manifest.database == db.alias, check)
+    return restore_by_swap(connector.swap_site(load), db.database, manifest.id, request_id, retention)
+
+
+def undo_restore(db: DatabaseURL, copy: str | None = None) -> RestoreResult:
+    """Swap the newest (or the named) pre-restore copy of `db` back in; the replaced database is kept as one."""
+    start = time.monotonic()
+    connector = connector_for(db)
+    if not connector.swaps:
+        raise RestoreError(f"{db.engine} restores in place: undo by restoring its safety backup; nothing was changed")
+    connector.connect_check()
+    outcome = undo_swap(connector.swap_site(None), db.database, copy)
+    return RestoreResult(None, db.alias, None, time.monotonic() - start, "swap", outcome)
+
+
 def run_restore(
     backup: Backup, db: DatabaseURL, safety_dir: Path, *, confirmed: bool,
-    safety_backup: bool = True, progress: ProgressCallback = no_progress,
+    safety_backup: bool = True, progress: ProgressCallback = no_progress, strategy: str = "auto",
+    request_id: str | None = None, jobs: int = 1, retention: Retention | None = None,
 ) -> RestoreResult:
-    """Restore `backup` into `db`; on failure the database is as it was, and the error says so."""
+    """Restore `backup` into `db`; on failure the database is as it was, and the error says so.
+
+    `strategy` auto swaps where the database allows it and otherwise restores in place, saying why
+    in the result's note. A `request_id` lets the re-run of a killed request complete its swap.
+    """
     manifest = backup.manifest
     if manifest.engine != db.engine:
         raise BackupInvalidError(
@@ -62,6 +136,12 @@ def run_restore(
     existing = connector.exists()
     if existing:
         connector.connect_check()
+    chosen, note = choose_strategy(connector, strategy)
+    if chosen == "swap":
+        progress(Progress("restore", 0, manifest.size))
+        outcome = _swap_in(backup, db, connector, safety_dir / f".restore-{db.alias}", jobs, request_id,
+                           retention or Retention(), progress)
+        return RestoreResult(manifest.id, db.alias, None, time.monotonic() - start, "swap", outcome)
     safety = None
     if safety_backup and existing:
         progress(Progress("safety-backup"))
@@ -79,4 +159,5 @@ def run_restore(
                 f"{exc}; putting back safety backup {safety.manifest.id} also failed ({undo}): restore it by hand"
             ) from None
         raise RestoreError(f"{exc}; the database was put back from safety backup {safety.manifest.id}") from None
-    return RestoreResult(manifest.id, db.alias, safety.manifest.id if safety else None, time.monotonic() - start)
+    return RestoreResult(manifest.id, db.alias, safety.manifest.id if safety else None, time.monotonic() - start,
+                         note=note)

@@ -223,6 +223,10 @@ def second_database(url: str, tmp_path: Path) -> Iterator[str]:
         with engine.connect() as conn:
             conn.execute(sa.text(f"DROP DATABASE IF EXISTS {quote}{name}{quote}{force}"))
         engine.dispose()
+        if parsed.engine == "postgresql":
+            from tests.conftest import drop_pg_copies
+
+            drop_pg_copies(url.rsplit("/", 1)[0] + "/" + name)
 
 
 CLI = Path(__file__).resolve().parents[1] / "cli.py"

@@ -58,12 +58,30 @@ def scratch_database(service: str, admin_url: str, driver: str, create: str, dro
         admin.dispose()
 
 
+def drop_pg_copies(url: str) -> None:
+    """Drop what swap restores made of a test database: `<name>__pre_restore_<time>`, `<name>__shadow`."""
+    import sqlalchemy as sa
+
+    name = url.rsplit("/", 1)[1]
+    admin = sa.create_engine(f"postgresql+psycopg://{PG_ADMIN_URL.split('://', 1)[1]}", isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            like = name.replace("_", "\\_") + "\\_\\_%"
+            for (copy,) in conn.execute(sa.text("SELECT datname FROM pg_database WHERE datname LIKE :p"), {"p": like}):
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database, dropped after the test."""
+    """A fresh, empty PostgreSQL database, dropped after the test with the copies restores made of it."""
     with scratch_database("postgres", PG_ADMIN_URL, "postgresql+psycopg", 'CREATE DATABASE "{name}"',
                           'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)') as url:
-        yield url
+        try:
+            yield url
+        finally:
+            drop_pg_copies(url)
 
 
 @pytest.fixture

@@ -18,7 +18,9 @@ import tempfile
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import IO, ClassVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, ClassVar
 
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
@@ -27,14 +29,30 @@ from sqlalchemy.pool import NullPool
 from dbjobs.dburl import DatabaseURL
 from dbjobs.errors import BackupError, DatabaseUnavailableError, RestoreError, ToolMissingError
 
+if TYPE_CHECKING:
+    from dbjobs.swap import SwapSite
+
 CHUNK = 1 << 20
 Sink = Callable[[bytes | memoryview], object]
+
+
+@dataclass(frozen=True)
+class ShadowLoad:
+    """What a swap restore loads into the shadow, and how it checks the result against the manifest."""
+
+    chunks: Callable[[], Iterable[bytes]]  # the raw dump, streamed
+    name: str  # the backup's id, for messages
+    work_dir: Path  # where an archive may be unpacked for a parallel load (emptied first, removed after)
+    jobs: int  # parallel load jobs
+    same_database: bool  # restoring into the alias it was taken from: keep owners and grants
+    check: Callable[[DatabaseURL], None]  # raises RestoreError when the loaded shadow differs from the manifest
 
 
 class Connector(ABC):
     """What backup and restore need from an engine; each engine implements it once."""
 
     engine: ClassVar[str]
+    swaps: ClassVar[bool] = False  # has a swap restore (see `swap_blocker`, `swap_site`)
     # zstd worker threads. 0 compresses in the reading thread: right when the dump tool and the
     # server already keep the cores busy (measured: threads only added contention for pg_dump).
     compress_threads: ClassVar[int] = 0
@@ -65,6 +83,18 @@ class Connector(ABC):
     def exists(self) -> bool:
         """Whether there is a database to save before a restore (a new SQLite file has none)."""
         return True
+
+    def row_counts(self, jobs: int = 1) -> dict[str, int]:
+        """Exact rows per table, named as in the manifest (`jobs` tables counted at once where it helps)."""
+        raise NotImplementedError(f"{self.engine} does not count rows outside a dump")
+
+    def swap_blocker(self) -> str | None:
+        """Why this database cannot be restored by swap (see dbjobs/swap.py), or None when it can."""
+        return f"{self.engine} restores in place"
+
+    def swap_site(self, load: ShadowLoad | None) -> SwapSite:
+        """The swap steps for this database; `load` None for an undo, which loads nothing."""
+        raise NotImplementedError(f"{self.engine} has no swap restore")
 
     def connect_check(self) -> None:
         """Fail fast, with a clear message, when the server cannot be reached."""

@@ -1,19 +1,25 @@
-"""PostgreSQL: `pg_dump -Fc` streamed out, `pg_restore --single-transaction -f - | psql` streamed in.
+"""PostgreSQL: `pg_dump -Ft` streamed out; restored by swap (pg_swap.py) or in place in one transaction.
 
 The dump runs on a snapshot exported by our own connection, so the row counts recorded in
 the manifest are exactly the rows in the dump even while the application keeps writing. The
-restore drops every user schema and loads the dump in one transaction: it either commits the
-backup's exact state or rolls back to the database as it was.
+archive layout (a tar of a directory-format archive) is explained in pg_archive.py.
+
+A swap restore loads a shadow database with `pg_restore -j` and swaps it in by renaming. The
+in-place restore, for where a swap cannot work, drops every user schema and loads the dump in
+one transaction: it either commits the backup's exact state or rolls back to the database as it was.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 
 from dbjobs.engines.base import (
     ServerConnector,
+    ShadowLoad,
     Sink,
     counting_while,
     major_version,
@@ -22,7 +28,12 @@ from dbjobs.engines.base import (
     run_restore,
     tool_version,
 )
+from dbjobs.engines.pg_archive import CUSTOM, ChunkReader, archive_format, unpack
+from dbjobs.engines.pg_swap import PostgresSwapSite, clear_directory, count_rows, restore_env, swap_blocker
 from dbjobs.errors import ToolMissingError
+
+if TYPE_CHECKING:
+    from dbjobs.dburl import DatabaseURL
 
 HINT = "the PostgreSQL client (Debian/Ubuntu: apt-get install postgresql-client)"
 USER_TABLES = """
@@ -58,6 +69,7 @@ class PostgresConnector(ServerConnector):
     """pg_dump/pg_restore/psql with libpq settings passed through the environment."""
 
     engine = "postgresql"
+    swaps = True
     version_sql = "SHOW server_version"
     size_sql = "SELECT pg_database_size(current_database())"
 
@@ -92,7 +104,7 @@ class PostgresConnector(ServerConnector):
             # Counted on the exported snapshot, the one pg_dump reads: the counts are exactly the dump's rows.
             counts = counting_while(
                 lambda: {t: int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() or 0) for t in tables},
-                lambda: run_dump(["pg_dump", "-Fc", "-Z0", "--no-password", f"--snapshot={snapshot}"],
+                lambda: run_dump(["pg_dump", "-Ft", "--no-password", f"--snapshot={snapshot}"],
                                  self._env(), sink, "pg_dump"))
             conn.rollback()
         return counts
@@ -113,3 +125,38 @@ class PostgresConnector(ServerConnector):
               "-c", "BEGIN; SET LOCAL client_min_messages = error", "-c", DROP_USER_SCHEMAS, "-f", "-"]],
             self._env(), chunks, "pg_restore into psql (the transaction was rolled back; the database is unchanged)",
         )
+
+    def row_counts(self, jobs: int = 1) -> dict[str, int]:
+        with self.connection() as conn:
+            tables = [row[0] for row in conn.execute(text(USER_TABLES))]
+        return count_rows(self.db, tables, jobs)
+
+    def swap_blocker(self) -> str | None:
+        with self.connection() as conn:
+            return swap_blocker(self.db, conn)
+
+    def swap_site(self, load: ShadowLoad | None) -> PostgresSwapSite:
+        def unused(_: DatabaseURL) -> None:
+            raise AssertionError("an undo loads nothing")
+
+        if load is None:
+            return PostgresSwapSite(self.db, unused, unused)
+        return PostgresSwapSite(self.db, lambda shadow: self._load_shadow(shadow, load), load.check)
+
+    def _load_shadow(self, shadow: DatabaseURL, load: ShadowLoad) -> None:
+        """`pg_restore -j` from the unpacked archive into the (new, empty) shadow; an old custom-format
+        backup streams into one `pg_restore` instead."""
+        reader = ChunkReader(load.chunks())
+        ownership = [] if load.same_database else ["--no-owner", "--no-privileges"]
+        argv = ["pg_restore", "--no-password", "--exit-on-error", *ownership, "-d", shadow.database]
+        env = {**PostgresConnector(shadow)._env(), **restore_env()}
+        what = f"pg_restore of {load.name} into a shadow database (dropped; the database is unchanged)"
+        if archive_format(reader.peek(512), load.name) == CUSTOM:
+            run_restore([argv], env, iter(lambda: reader.read(1 << 20), b""), what)
+            return
+        directory = clear_directory(load.work_dir)
+        try:
+            unpack(reader, directory, load.name)
+            run_restore([[*argv, "-Fd", "-j", str(load.jobs), str(directory)]], env, (), what)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from dbjobs.catalog import find_backup
-from dbjobs.errors import RestoreError
+from dbjobs.errors import DbjobsError, RestoreError
 from dbjobs.jobs import run_job
 from dbjobs.storage.local import LocalStorage
 from tests.backup_support import build_sample, connect, doctor, mutate, settings_for, snapshot
@@ -28,19 +28,31 @@ def _backup_then_mutate(url: str, directory: Path):  # type: ignore[no-untyped-d
     return settings, find_backup([LocalStorage(directory)], result["id"])
 
 
-def test_postgres_archive_failing_late_rolls_back(pg_url: str, tmp_path: Path) -> None:
+def pg_leftovers(url: str) -> list[str]:
+    """Shadow or pre-restore databases of the test database (a failed restore must leave none)."""
+    name = url.rsplit("/", 1)[1]
+    with connect(url) as conn:
+        return list(conn.execute(sa.text("SELECT datname FROM pg_database WHERE starts_with(datname, :p)"),
+                                 {"p": name + "__"}).scalars())
+
+
+@pytest.mark.parametrize("strategy", ["swap", "in-place"])
+def test_postgres_archive_failing_midway_changes_nothing(pg_url: str, tmp_path: Path, strategy: str) -> None:
     settings, backup = _backup_then_mutate(pg_url, tmp_path)
-    doctor(backup, lambda raw: raw[: len(raw) - 200])  # the last table's data block is cut short
+    doctor(backup, lambda raw: raw[: len(raw) // 2])  # cut inside a table's data
     current = snapshot(pg_url)
 
-    with pytest.raises(RestoreError) as failed:
-        run_job("dbjobs.restore", settings, {"backup": backup.manifest.id, "confirmed": True})
+    with pytest.raises(DbjobsError) as failed:
+        run_job("dbjobs.restore", settings, {"backup": backup.manifest.id, "confirmed": True, "strategy": strategy})
 
-    assert "pg_restore exit" in str(failed.value) and "the database is unchanged" in str(failed.value)
-    assert snapshot(pg_url) == current
+    message = str(failed.value)
+    assert ("cannot be unpacked" if strategy == "swap" else " exit ") in message
+    assert "the database is unchanged" in message or "nothing was changed" in message
+    assert snapshot(pg_url) == current and pg_leftovers(pg_url) == []
 
 
-def test_postgres_statement_failing_midway_rolls_back(pg_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("strategy", ["swap", "in-place"])
+def test_postgres_statement_failing_midway_changes_nothing(pg_url: str, tmp_path: Path, strategy: str) -> None:
     """A table owned by a role that no longer exists: ALTER ... OWNER fails after the schemas were dropped."""
     role = f"dbjobs_gone_{uuid.uuid4().hex[:8]}"
     build_sample(pg_url)
@@ -57,11 +69,11 @@ def test_postgres_statement_failing_midway_rolls_back(pg_url: str, tmp_path: Pat
         current = snapshot(pg_url)
 
         with pytest.raises(RestoreError) as failed:
-            run_job("dbjobs.restore", settings, {"backup": result["id"], "confirmed": True})
+            run_job("dbjobs.restore", settings, {"backup": result["id"], "confirmed": True, "strategy": strategy})
 
         assert f'role "{role}" does not exist' in str(failed.value)
         assert "the database is unchanged" in str(failed.value)
-        assert snapshot(pg_url) == current
+        assert snapshot(pg_url) == current and pg_leftovers(pg_url) == []
     finally:
         with connect(pg_url) as conn:
             conn.execute(sa.text(f"DROP OWNED BY {role}; DROP ROLE IF EXISTS {role}")

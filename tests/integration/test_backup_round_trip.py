@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from dbjobs.jobs import run_job
-from tests.backup_support import backup_files, build_sample, mutate, second_database, settings_for, snapshot
+from tests.backup_support import backup_files, build_sample, db, mutate, second_database, settings_for, snapshot
 
 
 def test_restore_undoes_every_change(db_url: str, tmp_path: Path) -> None:
+    """PostgreSQL swaps: the old database, row for row, is the pre-restore copy. Elsewhere a safety backup."""
     build_sample(db_url)
     before = snapshot(db_url)
     settings = settings_for(tmp_path / "backups", main=db_url)
@@ -23,8 +24,14 @@ def test_restore_undoes_every_change(db_url: str, tmp_path: Path) -> None:
 
     assert snapshot(db_url) == before
     assert restored["backup_id"] == result["id"]
-    safety = restored["safety_backup_id"]
-    assert safety and f"{safety}.manifest.json" in backup_files(tmp_path / "backups")
+    files = backup_files(tmp_path / "backups")
+    if db(db_url).engine == "postgresql":
+        assert restored["strategy"] == "swap" and restored["safety_backup_id"] is None
+        assert snapshot(db_url.rsplit("/", 1)[0] + "/" + restored["pre_restore_copy"]) == changed
+        assert len([f for f in files if f.endswith(".manifest.json")]) == 1  # no safety dump
+    else:
+        safety = restored["safety_backup_id"]
+        assert restored["strategy"] == "in-place" and f"{safety}.manifest.json" in files
 
 
 def test_restore_into_another_alias(db_url: str, tmp_path: Path) -> None:

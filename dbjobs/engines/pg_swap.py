@@ -1,0 +1,256 @@
+"""PostgreSQL's swap restore: a shadow database shaped like the target, `pg_restore -j` into it, a rename swap.
+
+The shadow is created from `template0` with the target's owner, encoding, collation, locale
+provider, tablespace and connection limit, and given the target's database grants and
+`ALTER DATABASE ... SET` settings (a dump without `--create` carries none of these). The swap
+closes the target to new connections, ends its sessions, and renames both databases in one
+transaction: PostgreSQL either commits both renames or neither. The old target keeps its data
+and oid under the pre-restore name. Markers are database comments; the target's own comment
+stays with the target's name.
+
+All of it runs on a maintenance connection (`postgres`, else `template1`): a database cannot be
+renamed or dropped from a session inside it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError
+
+from dbjobs.dburl import DatabaseURL
+from dbjobs.errors import RestoreError
+from dbjobs.swap import Marker, SwapSite, is_derived_name
+
+MAINTENANCE = ("postgres", "template1")
+LIST_GUCS = frozenset({"search_path", "temp_tablespaces", "session_preload_libraries", "local_preload_libraries",
+                       "shared_preload_libraries"})
+SESSION_WAIT = 10.0  # seconds the target's sessions get to end before the swap gives up (target reopened)
+SHAPE = """
+    SELECT pg_get_userbyid(d.datdba) AS owner, pg_encoding_to_char(d.encoding) AS encoding,
+           d.datcollate, d.datctype, d.datlocprovider, d.daticulocale, t.spcname, d.datconnlimit,
+           d.datacl IS NOT NULL AS has_acl
+    FROM pg_database d JOIN pg_tablespace t ON t.oid = d.dattablespace WHERE d.datname = :name
+"""
+ACL = """
+    SELECT a.privilege_type, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END,
+           a.is_grantable
+    FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = :name
+"""
+SETTINGS = """
+    SELECT CASE WHEN s.setrole = 0 THEN NULL ELSE pg_get_userbyid(s.setrole) END, unnest(s.setconfig)
+    FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = :name
+"""
+
+
+def ident(name: str) -> str:
+    """A quoted identifier (database names come from settings and our own derivations, never raw SQL)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def ddl(conn: Connection, sql: str) -> None:
+    """Run a statement built with quoted identifiers and literals (a `:` in a literal is no bind parameter)."""
+    conn.execute(text(sql.replace(":", "\\:")))
+
+
+@contextmanager
+def one_transaction(conn: Connection) -> Iterator[None]:
+    """A server-side transaction on an autocommit session: every statement in the block commits, or none."""
+    ddl(conn, "BEGIN")
+    try:
+        yield
+    except BaseException:
+        ddl(conn, "ROLLBACK")
+        raise
+    ddl(conn, "COMMIT")
+
+
+def literal(value: str) -> str:
+    """A standard-conforming string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def guc_value(name: str, value: str) -> str:
+    """A stored setting's value as SQL: list settings element by element, like pg_dumpall does."""
+    if name.lower() not in LIST_GUCS:
+        return literal(value)
+    items = re.findall(r'\s*("(?:[^"]|"")*"|[^,]*)\s*(?:,|$)', value)
+    return ", ".join(literal(i[1:-1].replace('""', '"') if i.startswith('"') else i.strip())
+                     for i in items[:-1] if i.strip()) or "''"
+
+
+class PostgresSwapSite(SwapSite):
+    """The swap steps on one PostgreSQL server, for the target database of `db`."""
+
+    name_limit = 63  # NAMEDATALEN - 1, in bytes
+
+    def __init__(self, db: DatabaseURL, load: Callable[[DatabaseURL], None],
+                 check: Callable[[DatabaseURL], None]) -> None:
+        self.db = db
+        self._load = load
+        self._check = check
+
+    @contextmanager
+    def admin(self) -> Iterator[Connection]:
+        """An autocommit session on a maintenance database of the same server, as the same role."""
+        last: Exception | None = None
+        for name in MAINTENANCE:
+            engine = self.db.with_database(name).create_engine(isolation_level="AUTOCOMMIT")
+            try:
+                conn = engine.connect()
+            except DBAPIError as exc:
+                last = exc
+                engine.dispose()
+                continue
+            try:
+                yield conn
+            finally:
+                conn.close()
+                engine.dispose()
+            return
+        raise RestoreError(f"cannot reach a maintenance database (postgres, template1) of {self.db.redacted()}: "
+                           f"{str(getattr(last, 'orig', last)).strip().splitlines()[0]}")
+
+    def found(self, target: str) -> dict[str, Marker | None]:
+        with self.admin() as conn:
+            rows = conn.execute(text("SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database"))
+            return {name: Marker.parse(comment) for name, comment in rows
+                    if is_derived_name(name, target, self.name_limit)}
+
+    def create_shadow(self, target: str, shadow: str, marker: Marker) -> None:
+        with self.admin() as conn:
+            shape = conn.execute(text(SHAPE), {"name": target}).mappings().one()
+            locale = (f" LOCALE_PROVIDER icu ICU_LOCALE {literal(shape['daticulocale'])}"
+                      if shape["datlocprovider"] == "i" else "")
+            ddl(conn, (
+                f"CREATE DATABASE {ident(shadow)} TEMPLATE template0 OWNER {ident(shape['owner'])} "
+                f"ENCODING {literal(shape['encoding'])} LC_COLLATE {literal(shape['datcollate'])} "
+                f"LC_CTYPE {literal(shape['datctype'])}{locale} TABLESPACE {ident(shape['spcname'])} "
+                f"CONNECTION LIMIT {int(shape['datconnlimit'])}"))
+            self._comment(conn, shadow, marker.to_text())
+            if shape["has_acl"]:
+                ddl(conn, f"REVOKE ALL ON DATABASE {ident(shadow)} FROM PUBLIC, {ident(shape['owner'])}")
+                for privilege, grantee, grantable in conn.execute(text(ACL), {"name": target}).all():
+                    ddl(conn, f"GRANT {privilege} ON DATABASE {ident(shadow)} TO {grantee}"
+                              + (" WITH GRANT OPTION" if grantable else ""))
+            for role, setting in conn.execute(text(SETTINGS), {"name": target}).all():
+                key, _, value = setting.partition("=")
+                scope = f"ROLE {ident(role)} IN DATABASE" if role else "DATABASE"
+                ddl(conn, f"ALTER {scope} {ident(shadow)} SET {ident(key)} TO {guc_value(key, value)}")
+
+    @staticmethod
+    def _comment(conn: Connection, name: str, comment: str | None) -> None:
+        value = "NULL" if comment is None else literal(comment)
+        ddl(conn, f"COMMENT ON DATABASE {ident(name)} IS {value}")
+
+    def load(self, shadow: str) -> None:
+        self._load(self.db.with_database(shadow))
+
+    def check(self, shadow: str) -> None:
+        self._check(self.db.with_database(shadow))
+
+    def mark(self, name: str, marker: Marker) -> None:
+        with self.admin() as conn:
+            self._comment(conn, name, marker.to_text())
+
+    def swap(self, target: str, incoming: str, outgoing: str, marker: Marker) -> float:
+        with self.admin() as conn:
+            own = conn.execute(text("SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                                    "WHERE datname = :name"), {"name": target}).scalar()
+            start = time.perf_counter()
+            ddl(conn, f"ALTER DATABASE {ident(target)} ALLOW_CONNECTIONS false")
+            try:
+                self._end_sessions(conn, target)
+                with one_transaction(conn):
+                    ddl(conn, f"ALTER DATABASE {ident(target)} RENAME TO {ident(outgoing)}")
+                    ddl(conn, f"ALTER DATABASE {ident(incoming)} RENAME TO {ident(target)}")
+                    ddl(conn, f"ALTER DATABASE {ident(outgoing)} ALLOW_CONNECTIONS true")
+                    self._comment(conn, outgoing, marker.to_text())
+                    self._comment(conn, target, None if Marker.parse(own) else own)
+            except BaseException as exc:
+                ddl(conn, f"ALTER DATABASE {ident(target)} ALLOW_CONNECTIONS true")
+                if isinstance(exc, DBAPIError):
+                    reason = str(exc.orig).strip().splitlines()[0]
+                    raise RestoreError(f"the swap into {target!r} failed ({reason}); the target is unchanged "
+                                       "and open again") from None
+                raise
+            return time.perf_counter() - start
+
+    @staticmethod
+    def _end_sessions(conn: Connection, name: str) -> None:
+        """Terminate every session on `name` and wait until they are gone (new ones are refused meanwhile)."""
+        deadline = time.monotonic() + SESSION_WAIT
+        sessions = text("SELECT pid FROM pg_stat_activity WHERE datname = :name AND pid <> pg_backend_pid()")
+        while pids := conn.execute(sessions, {"name": name}).scalars().all():
+            if time.monotonic() > deadline:
+                raise RestoreError(f"{len(pids)} session(s) on {name!r} could not be ended within {SESSION_WAIT:g} s "
+                                   "(no right to terminate them?); the target is unchanged and open again")
+            for pid in pids:
+                conn.execute(text("SELECT pg_terminate_backend(:pid, 1000)"), {"pid": pid})
+
+    def reopen(self, target: str) -> None:
+        with self.admin() as conn:
+            ddl(conn, f"ALTER DATABASE {ident(target)} ALLOW_CONNECTIONS true")
+
+    def drop(self, name: str) -> None:
+        with self.admin() as conn:
+            ddl(conn, f"DROP DATABASE IF EXISTS {ident(name)} WITH (FORCE)")
+
+
+def swap_blocker(db: DatabaseURL, conn: Connection) -> str | None:
+    """Why a swap cannot work for `db` (then the restore runs in place), or None. `conn` is a session in `db`."""
+    if db.database in MAINTENANCE or db.database == "template0":
+        return f"{db.database!r} is the database maintenance connections stay on"
+    host = (db.url.host or "").lower()
+    if host.endswith((".supabase.co", ".supabase.com")):
+        return "a managed service (Supabase) does not let databases be renamed"
+    role = conn.execute(text(
+        "SELECT r.rolsuper, r.rolcreatedb, pg_has_role(r.oid, 'pg_signal_backend', 'member'), "
+        "pg_get_userbyid(d.datdba) = current_user OR pg_has_role(d.datdba, 'member') "
+        "FROM pg_roles r, pg_database d WHERE r.rolname = current_user AND d.datname = current_database()")).one()
+    superuser, createdb, signal, owner = role
+    if superuser:
+        return None
+    if not createdb:
+        return "the role has no CREATEDB privilege (needed for the shadow database)"
+    if not owner:
+        return "the role does not own the database (needed to rename it)"
+    if not signal:
+        return "the role cannot end other roles' sessions (pg_signal_backend), so the swap could not close the target"
+    return None
+
+
+def clear_directory(path: Path) -> Path:
+    """An empty private directory at `path` (what a killed run unpacked there is removed first)."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(mode=0o700, parents=True)
+    return path
+
+
+def count_rows(db: DatabaseURL, tables: list[str], jobs: int) -> dict[str, int]:
+    """Exact row counts of `tables`, `jobs` connections at once (the shadow is idle, so they run in parallel)."""
+    def count(table: str) -> tuple[str, int]:
+        engine = db.create_engine()
+        try:
+            with engine.connect() as conn:
+                return table, int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar() or 0)
+        finally:
+            engine.dispose()
+
+    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(tables)))) as pool:
+        return dict(pool.map(count, tables))
+
+
+def restore_env() -> dict[str, str]:
+    """Settings of the shadow's load sessions: asynchronous commit is safe there, as the swap commits
+    synchronously after it and so flushes every earlier commit's WAL with its own."""
+    options = os.environ.get("PGOPTIONS", "")
+    return {"PGOPTIONS": f"{options} -c synchronous_commit=off".strip()}

@@ -1,0 +1,178 @@
+"""PostgreSQL's swap restore on a real server: what the swap carries over, undo, retention, and the in-place fallback.
+
+What must not be lost: the restored database holds the backup row for row; the replaced one
+survives, row for row, as the pre-restore copy until the retention rule drops it; whatever
+belongs to the database itself (owner, grants, settings, comment) is the same after the swap;
+a restore that cannot swap says why and runs in place, and one that was refused changed nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from dbjobs.catalog import find_backup
+from dbjobs.errors import RestoreError
+from dbjobs.jobs import run_job
+from dbjobs.manifest import Manifest
+from dbjobs.pipeline import write_atomic
+from dbjobs.storage.local import LocalStorage
+from tests.backup_support import build_sample, connect, mutate, settings_for, snapshot
+from tests.conftest import PG_ADMIN_URL
+
+pytestmark = pytest.mark.postgres
+PROPERTIES = """
+    SELECT pg_get_userbyid(datdba), datacl::text, datconnlimit, datallowconn, shobj_description(oid, 'pg_database'),
+           (SELECT array_agg(c ORDER BY c) FROM pg_db_role_setting s, unnest(s.setconfig) c WHERE s.setdatabase = d.oid)
+    FROM pg_database d WHERE datname = :name
+"""
+
+
+def _server(url: str) -> str:
+    return url.rsplit("/", 1)[0]
+
+
+def _name(url: str) -> str:
+    return url.rsplit("/", 1)[1]
+
+
+@contextmanager
+def _admin() -> Iterator[sa.Connection]:
+    engine = sa.create_engine(f"postgresql+psycopg://{PG_ADMIN_URL.split('://', 1)[1]}", isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            yield conn
+    finally:
+        engine.dispose()
+
+
+def _copies(url: str) -> list[str]:
+    with _admin() as conn:
+        return sorted(conn.execute(sa.text("SELECT datname FROM pg_database WHERE starts_with(datname, :p)"),
+                                   {"p": _name(url) + "__"}).scalars())
+
+
+@pytest.fixture
+def role() -> Iterator[str]:
+    """A login role of the test's own (no CREATEDB), dropped afterwards: request it before `pg_url`, so the
+    database it owns things in is dropped first."""
+    name = f"dbjobs_t_role_{uuid.uuid4().hex[:8]}"
+    with _admin() as conn:
+        conn.execute(sa.text(f"CREATE ROLE {name} LOGIN"))
+    try:
+        yield name
+    finally:
+        with _admin() as conn:
+            conn.execute(sa.text(f"DROP OWNED BY {name}"))
+            conn.execute(sa.text(f"DROP ROLE {name}"))
+
+
+def test_swap_keeps_the_database_properties_and_ends_sessions(role: str, pg_url: str, tmp_path: Path) -> None:
+    name = _name(pg_url)
+    build_sample(pg_url)
+    with _admin() as conn:
+        for statement in (f'ALTER DATABASE "{name}" OWNER TO {role}', f'REVOKE ALL ON DATABASE "{name}" FROM PUBLIC',
+                          f'GRANT CONNECT ON DATABASE "{name}" TO {role}',
+                          f'ALTER DATABASE "{name}" CONNECTION LIMIT 40',
+                          f'ALTER DATABASE "{name}" SET search_path TO "$user", public, "Odd, name"',
+                          f"ALTER DATABASE \"{name}\" SET statement_timeout TO '5min'",
+                          f'ALTER ROLE {role} IN DATABASE "{name}" SET work_mem TO \'8MB\'',
+                          f"COMMENT ON DATABASE \"{name}\" IS 'the app''s: database'"):
+            conn.execute(sa.text(statement.replace(":", "\\:")))
+        before = conn.execute(sa.text(PROPERTIES), {"name": name}).one()
+    settings = settings_for(tmp_path / "backups", main=pg_url)
+    backup = run_job("dbjobs.backup", settings, {"database": "main"})
+    expected = snapshot(pg_url)
+    mutate(pg_url)
+    session = sa.create_engine(f"postgresql+psycopg://{pg_url.split('://', 1)[1]}").connect()  # the app, idle
+
+    restored = run_job("dbjobs.restore", settings, {"backup": backup["id"], "confirmed": True})
+
+    with _admin() as conn:
+        assert conn.execute(sa.text(PROPERTIES), {"name": name}).one() == before
+    assert snapshot(pg_url) == expected
+    assert restored["strategy"] == "swap" and 0 < restored["swap_seconds"] < 5
+    with pytest.raises(sa.exc.OperationalError):  # its session was ended by the swap
+        session.execute(sa.text("SELECT 1"))
+    session.invalidate()
+
+
+def test_undo_swaps_back_and_retention_keeps_the_newest_copies(pg_url: str, tmp_path: Path) -> None:
+    build_sample(pg_url)
+    settings = dataclasses.replace(settings_for(tmp_path / "backups", main=pg_url), pre_restore_keep=2)
+    backup = run_job("dbjobs.backup", settings, {"database": "main"})
+    original = snapshot(pg_url)
+    states = []
+    for i in range(3):
+        with connect(pg_url) as conn:
+            conn.execute(sa.text(f"UPDATE customers SET name = 'round {i}'"))
+        states.append(snapshot(pg_url))
+        last = run_job("dbjobs.restore", settings, {"backup": backup["id"], "confirmed": True})
+    copies = _copies(pg_url)
+    assert len(copies) == 2 and last["pre_restore_copy"] in copies and len(last["dropped_copies"]) == 1
+    assert snapshot(f"{_server(pg_url)}/{last['pre_restore_copy']}") == states[-1]
+
+    undone = run_job("dbjobs.restore", settings, {"database": "main", "undo": True, "confirmed": True})
+
+    assert snapshot(pg_url) == states[-1]
+    assert snapshot(f"{_server(pg_url)}/{undone['pre_restore_copy']}") == original
+    run_job("dbjobs.restore", settings, {"database": "main", "undo": True, "confirmed": True})
+    assert snapshot(pg_url) == original
+
+
+def test_undo_without_a_copy_is_refused(pg_url: str, tmp_path: Path) -> None:
+    build_sample(pg_url)
+    before = snapshot(pg_url)
+    settings = settings_for(tmp_path / "backups", main=pg_url)
+    with pytest.raises(RestoreError, match="no pre-restore copy"):
+        run_job("dbjobs.restore", settings, {"database": "main", "undo": True, "confirmed": True})
+    assert snapshot(pg_url) == before
+
+
+def test_a_shadow_that_differs_from_the_manifest_is_dropped(pg_url: str, tmp_path: Path) -> None:
+    build_sample(pg_url)
+    settings = settings_for(tmp_path / "backups", main=pg_url)
+    taken = run_job("dbjobs.backup", settings, {"database": "main"})
+    backup = find_backup([LocalStorage(tmp_path / "backups")], taken["id"])
+    wrong: Manifest = dataclasses.replace(backup.manifest, row_counts={**backup.manifest.row_counts,
+                                                                        "public.orders": 161})
+    write_atomic(backup.path.with_name(wrong.manifest_name), wrong.to_json().encode())
+    mutate(pg_url)
+    current = snapshot(pg_url)
+
+    with pytest.raises(RestoreError, match=r"differs from its manifest at table public.orders \(160 rows"):
+        run_job("dbjobs.restore", settings, {"backup": taken["id"], "confirmed": True})
+
+    assert snapshot(pg_url) == current and _copies(pg_url) == []
+
+
+def test_a_role_that_cannot_swap_restores_in_place_with_a_note(role: str, pg_url: str, tmp_path: Path) -> None:
+    name = _name(pg_url)
+    build_sample(pg_url)
+    with _admin() as conn:
+        conn.execute(sa.text(f'ALTER DATABASE "{name}" OWNER TO {role}'))
+    as_role = f"postgresql://{role}@{pg_url.split('@', 1)[1]}"
+    with connect(pg_url) as conn:
+        for table in ("customers", "orders"):
+            conn.execute(sa.text(f"ALTER TABLE {table} OWNER TO {role}"))
+        conn.execute(sa.text(f"ALTER VIEW order_totals OWNER TO {role}"))
+    settings = settings_for(tmp_path / "backups", main=as_role)
+    backup = run_job("dbjobs.backup", settings, {"database": "main"})
+    expected = snapshot(pg_url)
+    mutate(as_role)  # as the application's role: its safety backup must be able to read what it made
+    changed = snapshot(pg_url)
+
+    with pytest.raises(RestoreError, match="cannot restore by swap: the role has no CREATEDB"):
+        run_job("dbjobs.restore", settings, {"backup": backup["id"], "confirmed": True, "strategy": "swap"})
+    assert snapshot(pg_url) == changed
+
+    restored = run_job("dbjobs.restore", settings, {"backup": backup["id"], "confirmed": True})
+
+    assert restored["strategy"] == "in-place" and "CREATEDB" in restored["note"]
+    assert restored["safety_backup_id"] and snapshot(pg_url) == expected and _copies(pg_url) == []
