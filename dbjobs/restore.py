@@ -70,10 +70,18 @@ def choose_strategy(connector: Connector, wanted: str) -> tuple[str, str]:
 
 
 def check_shadow(shadow: DatabaseURL, manifest: Manifest, jobs: int) -> None:
-    """The loaded shadow must hold the manifest's tables with their exact row counts, and its schema."""
+    """The loaded shadow must hold the manifest's tables with their exact row counts, and its schema.
+
+    The schema is reflected while the rows are counted: both only read the idle shadow.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from dbjobs.schema.snapshot import fingerprint
 
-    counts = connector_for(shadow).row_counts(jobs)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        schema = pool.submit(fingerprint, shadow) if manifest.schema_fingerprint else None
+        counts = connector_for(shadow).row_counts(jobs)
+        loaded_fingerprint = schema.result() if schema else None
     if counts != manifest.row_counts:
         diff = sorted(set(counts) ^ set(manifest.row_counts)) or sorted(
             t for t in counts if counts[t] != manifest.row_counts[t])
@@ -81,7 +89,7 @@ def check_shadow(shadow: DatabaseURL, manifest: Manifest, jobs: int) -> None:
         raise RestoreError(f"the loaded copy of {manifest.id} differs from its manifest at table {table} "
                            f"({counts.get(table, 'missing')} rows, the manifest says "
                            f"{manifest.row_counts.get(table, 'missing')}); the target is unchanged")
-    if manifest.schema_fingerprint and fingerprint(shadow) != manifest.schema_fingerprint:
+    if loaded_fingerprint != manifest.schema_fingerprint:
         raise RestoreError(f"the loaded copy of {manifest.id} has another schema than its manifest records; "
                            "the target is unchanged")
 
