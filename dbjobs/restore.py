@@ -24,7 +24,7 @@ from dbjobs.errors import BackupInvalidError, ConfigError, ConfirmationRequired,
 from dbjobs.manifest import Manifest
 from dbjobs.pipeline import decompressed_chunks, verify_file
 from dbjobs.progress import Progress, ProgressCallback, no_progress
-from dbjobs.swap import Retention, SwapOutcome, restore_by_swap, undo_swap
+from dbjobs.swap import Retention, SwapOutcome, reopen_after_killed_swap, restore_by_swap, undo_swap
 
 TRANSACTIONAL = {"postgresql", "sqlite"}
 STRATEGIES = ("auto", "swap", "in-place")
@@ -116,7 +116,6 @@ def undo_restore(db: DatabaseURL, copy: str | None = None) -> RestoreResult:
     connector = connector_for(db)
     if not connector.swaps:
         raise RestoreError(f"{db.engine} restores in place: undo by restoring its safety backup; nothing was changed")
-    connector.connect_check()
     outcome = undo_swap(connector.swap_site(None), db.database, copy)
     return RestoreResult(None, db.alias, None, time.monotonic() - start, "swap", outcome)
 
@@ -141,6 +140,8 @@ def run_restore(
         raise ConfirmationRequired(f"restoring {manifest.id} replaces everything in {db.alias!r}; confirm (--yes)")
     start = time.monotonic()
     connector = connector_for(db)
+    if connector.swaps:  # a swap killed while the target was closed: reopen it before connecting to it
+        reopen_after_killed_swap(connector.swap_site(None), db.database)
     existing = connector.exists()
     if existing:
         connector.connect_check()

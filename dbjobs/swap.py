@@ -247,6 +247,19 @@ def _recover(site: SwapSite, target: str, step: Plan, found: Mapping[str, Marker
         site.drop(shadow)
 
 
+def reopen_after_killed_swap(site: SwapSite, target: str) -> bool:
+    """Reopen a target a killed swap left closed, before anything else connects to it; True if it did.
+
+    The rest of the killed run's leftovers (its shadow, a copy mid-undo) are settled by the next
+    restore or undo (`plan`); this only ends the unavailability, which must not wait for them.
+    """
+    found = site.found(target)
+    if plan(target, None, None, found, site.name_limit).reopen_target:
+        site.reopen(target)
+        return True
+    return False
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 

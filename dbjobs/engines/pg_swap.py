@@ -27,7 +27,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
 from dbjobs.dburl import DatabaseURL
-from dbjobs.errors import RestoreError
+from dbjobs.errors import DatabaseUnavailableError, RestoreError
 from dbjobs.swap import Marker, SwapSite, is_derived_name
 
 MAINTENANCE = ("postgres", "template1")
@@ -116,8 +116,9 @@ class PostgresSwapSite(SwapSite):
                 conn.close()
                 engine.dispose()
             return
-        raise RestoreError(f"cannot reach a maintenance database (postgres, template1) of {self.db.redacted()}: "
-                           f"{str(getattr(last, 'orig', last)).strip().splitlines()[0]}")
+        raise DatabaseUnavailableError(
+            f"database {self.db.alias!r}: cannot reach a maintenance database (postgres, template1) of "
+            f"{self.db.redacted()}: {str(getattr(last, 'orig', last)).strip().splitlines()[0]}")
 
     def found(self, target: str) -> dict[str, Marker | None]:
         with self.admin() as conn:

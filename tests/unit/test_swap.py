@@ -29,6 +29,7 @@ from dbjobs.swap import (
     is_derived_name,
     plan,
     pre_restore_name,
+    reopen_after_killed_swap,
     restore_by_swap,
     shadow_name,
     undo_swap,
@@ -51,6 +52,7 @@ class Server(SwapSite):
         self.dbs: dict[str, list] = {target: [contents, None, True]}
         self.backup = "backup-contents"
         self.kill_at: str | None = None
+        self.dead = False
         self.fail_at: str | None = None
         self.steps: list[str] = []
         self.clock = T0
@@ -59,9 +61,14 @@ class Server(SwapSite):
         self.clock += timedelta(seconds=1)
         return self.clock
 
+    def restart(self) -> None:
+        """The next run: a new process, nothing killed."""
+        self.kill_at, self.dead = None, False
+
     def _step(self, name: str) -> None:
         self.steps.append(name)
-        if self.kill_at == name:
+        if self.dead or self.kill_at == name:  # once killed, not even cleanup runs
+            self.dead = True
             raise Killed(name)
         if self.fail_at == name:
             self.fail_at = None
@@ -128,7 +135,7 @@ def test_a_kill_at_any_step_is_completed_by_the_next_run(kill_at: str, same_requ
     with pytest.raises(Killed):
         _restore(server)
     assert server.dbs["app"][0] in ("old-contents", "backup-contents")  # never half
-    server.kill_at = None
+    server.restart()
 
     outcome = _restore(server, "req-1" if same_request else "req-2")
 
@@ -176,7 +183,7 @@ def test_a_killed_undo_is_reset_and_the_target_reopened_by_the_next_run() -> Non
     with pytest.raises(Killed):
         undo_swap(server, "app", now=server.now)
     assert server.dbs["app"][2] is False
-    server.kill_at = None
+    server.restart()
 
     undo_swap(server, "app", now=server.now)
 
@@ -260,3 +267,17 @@ def test_retention_rule() -> None:
     assert Retention(keep=2, days=30).expired(copies, T0) == ["c2", "c3", "c4"]
     assert Retention(keep=9, days=2.5).expired(copies, T0) == ["c3", "c4"]
     assert Retention(keep=0).expired(copies, T0) == ["c0", "c1", "c2", "c3", "c4"]
+
+
+def test_a_target_left_closed_is_reopened_before_anything_else() -> None:
+    server = Server("app", "old-contents")
+    server.kill_at = "swap"
+    with pytest.raises(Killed):
+        _restore(server)
+    server.restart()
+    assert server.dbs["app"][2] is False
+
+    assert reopen_after_killed_swap(server, "app") is True
+
+    assert server.dbs["app"] == ["old-contents", None, True]
+    assert reopen_after_killed_swap(Server("app", "x"), "app") is False
