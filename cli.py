@@ -111,7 +111,15 @@ def render_list(r: dict[str, Any]) -> str:
         lines = ["no backups found"]
     lines.append(f"{len(r['backups'])} of {r['total']} backups shown")
     lines.extend(f"skipped: {p}" for p in r["skipped"])
+    lines.extend(render_copies(r.get("pre_restore_copies", [])))
     return "\n".join(lines)
+
+
+def render_copies(copies: list[dict[str, Any]]) -> list[str]:
+    """One line per pre-restore copy: a database, not a file, and how to swap it back."""
+    return [f"pre-restore copy of {c['database']}: database {c['name']}, set aside {c['set_aside_at'][:19]} "
+            f"when {c['replaced_by']} was restored (undo: restore --undo --database {c['database']} --yes)"
+            for c in copies]
 
 
 def render_detect(r: dict[str, Any]) -> str:
@@ -306,6 +314,7 @@ def render_status(r: dict[str, Any]) -> str:
                      f"workers: {', '.join(broker.get('workers', [])) or 'none'}")
     else:
         lines.append("broker   not configured: jobs run in-process")
+    lines += render_copies(r.get("pre_restore_copies", []))
     lines += [f"{c['level']:<8} {c['message']}" for c in r["checks"]]
     lines.append(f"health: {r['health']}")
     return "\n".join(lines)

@@ -5,11 +5,13 @@
 Builds the benchmark database of bench_backup.py (pgbench at SCALE plus 40,000 events per scale
 unit: ~1.3 GB at scale 50) as `dbjobs_pgswap_src`, then measures:
 
-  backup   raw `pg_dump -Fc -Z0 > file` (the anchor) vs our backup (`pg_dump -Ft` -> zstd -> SHA-256)
-  layouts  what `pg_restore -jN` gets from each candidate archive layout, into an empty database:
-           a custom archive written to a file (data offsets known; not streamable), the same written
-           to a pipe (no offsets, what a streamed backup holds), and the directory archive unpacked
-           from the streamed tar (ours); plus the backup time of each layout's dump
+  backup   raw `pg_dump -Fc -Z0 > file` (the anchor) vs our backup (`pg_dump -Fc -Z0` -> zstd -> SHA-256)
+  layouts  what `pg_restore -jN` gets from each candidate archive layout, into an empty database,
+           against one `pg_restore --single-transaction`: a custom archive pg_dump wrote to a file
+           (data offsets known; not streamable), the same written to a pipe (no offsets: what a
+           streamed backup holds), that piped archive with its offsets filled in by
+           dbjobs.engines.pg_archive (ours), and a directory archive unpacked from `pg_dump -Ft`
+           (streamable, but pg_dump stages each table in a temporary file); plus each dump's time
   restore  over a full copy of the database (`CREATE DATABASE ... TEMPLATE src`, reset before
            each run): `pg_restore --clean --if-exists --single-transaction` of the -Z0 dump (the
            anchor, which keeps no safety copy) vs our restore, which verifies the checksum, loads
@@ -41,6 +43,8 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from bench_backup import PG, PG_URL, Row, best, build_pg, run, scratch_database, size_mib, sql  # noqa: E402
+
+from dbjobs.engines.pg_archive import write_seekable  # noqa: E402
 
 PREFIX = "dbjobs_pgswap_"
 
@@ -94,7 +98,7 @@ def drop_derived(name: str) -> None:
 
 def bench_layouts(src: str, work: Path, jobs: int, repeat: int, rows: list[Row], t_raw: float) -> None:
     """pg_restore -jN from each archive layout into an empty database, and each layout's dump time."""
-    piped, tar_file, unpacked = work / "piped.dump", work / "dump.tar", work / "unpacked"
+    piped, tar_file, unpacked, seekable = work / "piped.dump", work / "dump.tar", work / "unpacked", work / "seek.dump"
     t_piped = best(repeat, lambda: run(["sh", "-c", f'pg_dump -Fc -Z0 -d "{src}" | cat > "{piped}"'], env=PG))
     t_tar = best(repeat, lambda: run(["sh", "-c", f'pg_dump -Ft -d "{src}" | cat > "{tar_file}"'], env=PG))
     rows.append(Row("layout dump: custom -Z0 to a pipe", t_piped, t_raw, 1.1, "s"))
@@ -102,6 +106,10 @@ def bench_layouts(src: str, work: Path, jobs: int, repeat: int, rows: list[Row],
     shutil.rmtree(unpacked, ignore_errors=True)
     unpacked.mkdir()
     run(["tar", "-xf", str(tar_file), "-C", str(unpacked)])
+    start = time.perf_counter()
+    with open(piped, "rb") as f, open(seekable, "w+b") as out:
+        write_seekable(iter(lambda: f.read(1 << 20), b""), out, "bench")
+    t_fill = time.perf_counter() - start
     with scratch_database("postgresql", PREFIX + "layout") as empty:
         def fresh() -> None:
             sql("postgresql", "postgres", f'DROP DATABASE "{empty}" WITH (FORCE)')
@@ -112,13 +120,16 @@ def bench_layouts(src: str, work: Path, jobs: int, repeat: int, rows: list[Row],
                                           str(work / "raw.dump")], env=PG), fresh)
         t_offsets = best(repeat, lambda: run(["pg_restore", *j, str(work / "raw.dump")], env=PG), fresh)
         t_no_offsets = best(repeat, lambda: run(["pg_restore", *j, str(piped)], env=PG), fresh)
+        t_seek = best(repeat, lambda: run(["pg_restore", *j, str(seekable)], env=PG), fresh)
         t_dir = best(repeat, lambda: run(["pg_restore", "-Fd", *j, str(unpacked)], env=PG), fresh)
-    for what, seconds in ((f"layout load -j{jobs}: custom with offsets (file)", t_offsets),
+    for what, seconds in ((f"layout load -j{jobs}: custom, offsets (pg_dump -f)", t_offsets),
                           (f"layout load -j{jobs}: custom, no offsets (pipe)", t_no_offsets),
-                          (f"layout load -j{jobs}: directory from tar (ours)", t_dir)):
+                          (f"layout load -j{jobs}: pipe + offsets filled (ours)", t_seek),
+                          (f"layout load -j{jobs}: directory from pg_dump -Ft", t_dir)):
         rows.append(Row(what, seconds, t_one, 1.0, "s"))
+    rows.append(Row("layout: filling in the offsets (file to file)", t_fill, t_one, float("inf"), "s"))
     shutil.rmtree(unpacked, ignore_errors=True)
-    for f in (piped, tar_file):
+    for f in (piped, tar_file, seekable):
         f.unlink(missing_ok=True)
 
 

@@ -205,7 +205,19 @@ def list_backups(settings: Settings, progress: ProgressCallback, *, backup_dir: 
     if limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {limit}")
     backups, problems = list_all(storages(settings, _dir(backup_dir, settings.backup_dir)), database)
-    return {"backups": [b.to_dict() for b in backups[:limit]], "total": len(backups), "skipped": problems}
+    return {"backups": [b.to_dict() for b in backups[:limit]], "total": len(backups), "skipped": problems,
+            "pre_restore_copies": _pre_restore_copies(settings, [database] if database else sorted(settings.databases))}
+
+
+def _pre_restore_copies(settings: Settings, aliases: list[str]) -> list[dict[str, Any]]:
+    """Pre-restore copies (databases a swap restore set aside) of the reachable aliases, newest first each."""
+    from dbjobs.restore import pre_restore_copies
+
+    found: list[dict[str, Any]] = []
+    for alias in aliases:
+        with contextlib.suppress(DbjobsError):
+            found.extend(pre_restore_copies(settings.database(alias)))
+    return found
 
 
 def _backup_first(settings: Settings, progress: ProgressCallback, database: str, wanted: bool) -> dict | None:
@@ -296,4 +308,5 @@ def status(settings: Settings, progress: ProgressCallback, *, database: str | No
         "storage": storage,
         "disk": report.disk_section(directory, min_free_percent),
         "jobs": report.jobs_section(outcomes(directory)),
+        "pre_restore_copies": (_pre_restore_copies(settings, aliases), []),
     })

@@ -24,7 +24,14 @@ from dbjobs.errors import BackupInvalidError, ConfigError, ConfirmationRequired,
 from dbjobs.manifest import Manifest
 from dbjobs.pipeline import decompressed_chunks, verify_file
 from dbjobs.progress import Progress, ProgressCallback, no_progress
-from dbjobs.swap import Retention, SwapOutcome, reopen_after_killed_swap, restore_by_swap, undo_swap
+from dbjobs.swap import (
+    PRE_RESTORE,
+    Retention,
+    SwapOutcome,
+    reopen_after_killed_swap,
+    restore_by_swap,
+    undo_swap,
+)
 
 TRANSACTIONAL = {"postgresql", "sqlite"}
 STRATEGIES = ("auto", "swap", "in-place")
@@ -108,6 +115,21 @@ def _swap_in(backup: Backup, db: DatabaseURL, connector: Connector, work_dir: Pa
 
     load = ShadowLoad(chunks, manifest.id, work_dir, jobs, manifest.database == db.alias, check)
     return restore_by_swap(connector.swap_site(load), db.database, manifest.id, request_id, retention)
+
+
+def pre_restore_copies(db: DatabaseURL) -> list[dict[str, object]]:
+    """The pre-restore copies of `db` on its server, newest first (none for engines that restore in place).
+
+    They are whole databases, not backup files: listed beside the backups so they are not forgotten.
+    """
+    connector = connector_for(db)
+    if not connector.swaps:
+        return []
+    found = connector.swap_site(None).found(db.database)
+    copies = [(name, m) for name, m in found.items() if m is not None and m.kind == PRE_RESTORE
+              and m.target == db.database]
+    return [{"database": db.alias, "name": name, "set_aside_at": m.at, "replaced_by": m.backup_id,
+             "note": m.note, "phase": m.phase} for name, m in sorted(copies, key=lambda c: c[1].at, reverse=True)]
 
 
 def undo_restore(db: DatabaseURL, copy: str | None = None) -> RestoreResult:

@@ -1,73 +1,188 @@
-"""The PostgreSQL archive layout dbjobs stores, and the seekable form `pg_restore -j` needs.
+"""Make a streamed `pg_dump -Fc` archive seekable for `pg_restore -j`, by filling in its data offsets.
 
-Backups are `pg_dump -Ft` streamed through zstd: a tar whose members are a directory-format
-archive (`toc.dat` first, then one `<id>.dat` per table, largest first), so the backup stays
-one streamed pass with flat memory. `pg_restore -j` cannot read a stream, so a parallel restore
-first unpacks the tar into a directory (sequential writes, no seeks) and loads that. Measured
-against the alternatives in bench/bench_restore.py: `pg_dump -Fc -Z0` written to a pipe has no
-data offsets in its table of contents, and `pg_restore -j` on such a file rescans the archive
-for every table (slower than one job); a directory dump is not a stream at all.
+A custom-format archive written to a pipe cannot go back to record where each table's data
+starts, so its table of contents says "offset not set" for every data entry. `pg_restore -j`
+then has every worker scan the archive for its table (measured in bench/bench_restore.py: barely
+faster than one job). Writing to a file instead (or a directory archive, or `pg_dump -Ft`, which
+stages every table in a temporary file) would cost the backup its single streamed pass.
 
-Backups taken before this layout are custom-format (`PGDMP`) streams; they still restore, with
-one job, straight from the stream.
+So backups stay one pass (`pg_dump -Fc -Z0` -> zstd -> SHA-256), and the restore, while it
+decompresses the archive into a file anyway (`pg_restore -j` needs a file), finds each data
+block and writes its offset into the table of contents, as pg_dump does when it can seek. The
+blocks are written in table-of-contents order and each starts with a fixed header (block type,
+dump id) right after the previous block's end marker (a zero-length chunk), so each is found with
+one `bytes.find` of that exact header: no walk over the per-row chunks in Python. An entry not
+found (an archive laid out otherwise) keeps "not set", which `pg_restore` handles itself, only
+slower. The format is pg_dump's (src/bin/pg_dump/pg_backup_archiver.c, pg_backup_custom.c),
+archive versions 1.14 and 1.15 (pg_dump 12 to 16); other versions are restored unchanged. A
+wrong offset cannot go unnoticed: pg_restore checks the block header it seeks to against the
+entry's dump id and stops (the shadow is then dropped, the target untouched).
 """
 
 from __future__ import annotations
 
-import io
-import tarfile
-from collections.abc import Iterable, Iterator
-from pathlib import Path
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from dbjobs.errors import BackupInvalidError
 
-TAR, CUSTOM = "tar", "custom"
-_PEEK = 512  # a tar header block: its magic sits at offset 257
+MAGIC = b"PGDMP"
+BLK_DATA, BLK_BLOBS = 1, 3
+OFFSET_NOT_SET, OFFSET_SET, OFFSET_NO_DATA = 1, 2, 3
+END_MARKER = b"\x00" * 5  # WriteInt(0): the zero-length chunk that ends a data block
 
 
-class ChunkReader(io.RawIOBase):
-    """A readable file over an iterator of chunks, whose first bytes can be looked at first."""
+class _Short(Exception):
+    """The buffer ends before the table of contents does: read more."""
 
-    def __init__(self, chunks: Iterable[bytes]) -> None:
-        self._chunks: Iterator[bytes] = iter(chunks)
-        self._buf = b""
 
-    def readable(self) -> bool:
-        return True
+@dataclass
+class Toc:
+    """Where the table of contents ends, and where each data entry's offset field sits."""
 
-    def peek(self, n: int) -> bytes:
-        """At least `n` bytes from the start (fewer only at the end), without consuming them."""
-        while len(self._buf) < n:
-            chunk = next(self._chunks, b"")
+    end: int = 0
+    # (dump id, position of the entry's offset flag byte), in table-of-contents order
+    unset: list[tuple[int, int]] = field(default_factory=list)
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > len(self.data):
+            raise _Short
+        out = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def byte(self) -> int:
+        return self.take(1)[0]
+
+    def integer(self) -> int:
+        sign = self.byte()
+        value = int.from_bytes(self.take(4), "little")
+        return -value if sign else value
+
+    def string(self) -> str | None:
+        n = self.integer()
+        return None if n < 0 else self.take(n).decode("utf-8", "replace")
+
+
+def parse_toc(data: bytes) -> Toc | None:
+    """The table of contents of a custom archive starting `data`, or None for a layout this does not know.
+
+    Raises _Short when `data` ends before the table of contents does.
+    """
+    if not data.startswith(MAGIC) and len(data) >= len(MAGIC):
+        return None
+    r = _Reader(data)
+    r.take(len(MAGIC))
+    version = tuple(r.take(3))
+    int_size, off_size, fmt = r.take(3)
+    if not (1, 14) <= version[:2] <= (1, 15) or int_size != 4 or off_size != 8 or fmt != 1:
+        return None
+    if version[:2] >= (1, 15):
+        r.byte()  # compression algorithm
+    else:
+        r.integer()  # compression level
+    for _ in range(7):  # creation time: sec, min, hour, mday, mon, year, isdst
+        r.integer()
+    for _ in range(3):  # database name, server version, pg_dump version
+        r.string()
+    toc = Toc()
+    for _ in range(r.integer()):
+        dump_id = r.integer()
+        r.integer()  # has a data dumper
+        for _ in range(4):  # table oid, oid, tag, description
+            r.string()
+        r.integer()  # section
+        for _ in range(5):  # definition, drop statement, copy statement, namespace, tablespace
+            r.string()
+        r.string()  # table access method
+        r.string()  # owner
+        r.string()  # "with oids"
+        while r.string() is not None:  # dependencies
+            pass
+        flag_at = r.pos
+        flag = r.byte()
+        r.take(off_size)
+        if flag not in (OFFSET_NOT_SET, OFFSET_SET, OFFSET_NO_DATA):
+            return None  # not the layout this parser knows: leave the archive as it is
+        if flag == OFFSET_NOT_SET:
+            toc.unset.append((dump_id, flag_at))
+    toc.end = r.pos
+    return toc
+
+
+def block_header(kind: int, dump_id: int) -> bytes:
+    """A data block's header: its type byte and WriteInt(dump id)."""
+    return bytes([kind, 0]) + dump_id.to_bytes(4, "little")
+
+
+def write_seekable(chunks: Iterable[bytes], out: BinaryIO, name: str) -> int:
+    """Write the archive in `chunks` to `out` with every data offset filled in; return how many were filled.
+
+    Memory holds the table of contents and one chunk, never the data.
+    """
+    it = iter(chunks)
+    head = b""
+    toc: Toc | None = None
+    while True:
+        chunk = next(it, b"")
+        head += bytes(chunk)
+        if not head.startswith(MAGIC[: len(head)]):
+            raise BackupInvalidError(f"{name}: not a pg_dump custom-format archive; nothing was changed")
+        try:
+            toc = parse_toc(head)
+            break
+        except _Short:
             if not chunk:
+                raise BackupInvalidError(f"{name}: the archive ends inside its table of contents") from None
+    offsets = _copy_finding_blocks(head, it, out, toc)
+    if toc is not None:
+        for dump_id, flag_at in toc.unset:
+            if dump_id in offsets:
+                out.seek(flag_at)
+                out.write(bytes([OFFSET_SET]) + struct.pack("<Q", offsets[dump_id]))
+        out.seek(0, 2)
+    return len(offsets)
+
+
+def _copy_finding_blocks(head: bytes, rest: Iterable[bytes], out: BinaryIO, toc: Toc | None) -> dict[int, int]:
+    """Copy everything to `out`, recording the file offset of each expected data block header in order."""
+    wanted = list(toc.unset) if toc else []
+    found: dict[int, int] = {}
+    i = 0
+    keep = len(END_MARKER) + 6 - 1  # bytes carried over so a header split across chunks is still seen
+    carry, carry_at = b"", 0  # the tail of what was written, and its file offset
+    pos = 0
+    first = True
+
+    def headers(dump_id: int) -> tuple[bytes, ...]:
+        return tuple(END_MARKER + block_header(kind, dump_id) for kind in (BLK_DATA, BLK_BLOBS))
+
+    for chunk in [head, *rest]:
+        chunk = bytes(chunk)
+        out.write(chunk)
+        window, window_at = carry + chunk, carry_at
+        start = 0
+        if first and toc is not None and i < len(wanted):
+            first = False  # the first block follows the table of contents directly, with no end marker before it
+            at = toc.end
+            if window[at:at + 6] in (block_header(BLK_DATA, wanted[0][0]), block_header(BLK_BLOBS, wanted[0][0])):
+                found[wanted[0][0]] = at
+                i, start = 1, at + 6
+        while i < len(wanted):
+            hits = [h for h in (window.find(p, start) for p in headers(wanted[i][0])) if h >= 0]
+            if not hits:
                 break
-            self._buf += bytes(chunk)
-        return self._buf[:n]
-
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        if not self._buf:
-            self._buf = bytes(next(self._chunks, b""))
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
-
-
-def archive_format(head: bytes, name: str) -> str:
-    """TAR or CUSTOM from an archive's first bytes; anything else is not a PostgreSQL backup."""
-    if head.startswith(b"PGDMP"):
-        return CUSTOM
-    if head[257:262] == b"ustar":
-        return TAR
-    raise BackupInvalidError(f"{name}: not a pg_dump archive (neither tar nor custom format)")
-
-
-def unpack(reader: ChunkReader, directory: Path, name: str) -> None:
-    """Unpack a tar archive stream into `directory` (regular files only: the `data` filter refuses the rest)."""
-    try:
-        with tarfile.open(fileobj=reader, mode="r|", bufsize=1 << 20) as tar:
-            tar.extractall(directory, filter="data")
-    except (tarfile.TarError, EOFError) as exc:
-        raise BackupInvalidError(f"{name}: the archive cannot be unpacked ({exc}); nothing was changed") from None
-    if not (directory / "toc.dat").is_file():
-        raise BackupInvalidError(f"{name}: the archive has no table of contents (toc.dat); nothing was changed")
+            at = min(hits)
+            found[wanted[i][0]] = window_at + at + len(END_MARKER)
+            i, start = i + 1, at + len(END_MARKER) + 6
+        pos += len(chunk)
+        carry = window[max(start, len(window) - keep):]
+        carry_at = pos - len(carry)
+    return found

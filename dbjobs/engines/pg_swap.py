@@ -109,7 +109,9 @@ class PostgresSwapSite(SwapSite):
             except DBAPIError as exc:
                 last = exc
                 engine.dispose()
-                continue
+                if "does not exist" in str(exc.orig):  # only a missing maintenance database tries the next one
+                    continue
+                break
             try:
                 yield conn
             finally:

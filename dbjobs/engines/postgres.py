@@ -1,10 +1,10 @@
-"""PostgreSQL: `pg_dump -Ft` streamed out; restored by swap (pg_swap.py) or in place in one transaction.
+"""PostgreSQL: `pg_dump -Fc -Z0` streamed out; restored by swap (pg_swap.py) or in place in one transaction.
 
 The dump runs on a snapshot exported by our own connection, so the row counts recorded in
-the manifest are exactly the rows in the dump even while the application keeps writing. The
-archive layout (a tar of a directory-format archive) is explained in pg_archive.py.
+the manifest are exactly the rows in the dump even while the application keeps writing.
 
-A swap restore loads a shadow database with `pg_restore -j` and swaps it in by renaming. The
+A swap restore loads a shadow database with `pg_restore -j` from the archive made seekable
+(pg_archive.py: the data offsets a streamed dump cannot record) and swaps it in by renaming. The
 in-place restore, for where a swap cannot work, drops every user schema and loads the dump in
 one transaction: it either commits the backup's exact state or rolls back to the database as it was.
 """
@@ -28,7 +28,7 @@ from dbjobs.engines.base import (
     run_restore,
     tool_version,
 )
-from dbjobs.engines.pg_archive import CUSTOM, ChunkReader, archive_format, unpack
+from dbjobs.engines.pg_archive import write_seekable
 from dbjobs.engines.pg_swap import PostgresSwapSite, clear_directory, count_rows, restore_env, swap_blocker
 from dbjobs.errors import ToolMissingError
 
@@ -104,7 +104,7 @@ class PostgresConnector(ServerConnector):
             # Counted on the exported snapshot, the one pg_dump reads: the counts are exactly the dump's rows.
             counts = counting_while(
                 lambda: {t: int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() or 0) for t in tables},
-                lambda: run_dump(["pg_dump", "-Ft", "--no-password", f"--snapshot={snapshot}"],
+                lambda: run_dump(["pg_dump", "-Fc", "-Z0", "--no-password", f"--snapshot={snapshot}"],
                                  self._env(), sink, "pg_dump"))
             conn.rollback()
         return counts
@@ -144,19 +144,17 @@ class PostgresConnector(ServerConnector):
         return PostgresSwapSite(self.db, lambda shadow: self._load_shadow(shadow, load), load.check)
 
     def _load_shadow(self, shadow: DatabaseURL, load: ShadowLoad) -> None:
-        """`pg_restore -j` from the unpacked archive into the (new, empty) shadow; an old custom-format
-        backup streams into one `pg_restore` instead."""
-        reader = ChunkReader(load.chunks())
+        """`pg_restore -j` into the (new, empty) shadow from the archive, decompressed into a file with its
+        data offsets filled in (`pg_restore -j` needs a seekable file)."""
         ownership = [] if load.same_database else ["--no-owner", "--no-privileges"]
-        argv = ["pg_restore", "--no-password", "--exit-on-error", *ownership, "-d", shadow.database]
         env = {**PostgresConnector(shadow)._env(), **restore_env()}
-        what = f"pg_restore of {load.name} into a shadow database (dropped; the database is unchanged)"
-        if archive_format(reader.peek(512), load.name) == CUSTOM:
-            run_restore([argv], env, iter(lambda: reader.read(1 << 20), b""), what)
-            return
         directory = clear_directory(load.work_dir)
+        archive = directory / "archive.dump"
         try:
-            unpack(reader, directory, load.name)
-            run_restore([[*argv, "-Fd", "-j", str(load.jobs), str(directory)]], env, (), what)
+            with open(archive, "w+b") as out:
+                write_seekable(load.chunks(), out, load.name)
+            run_restore([["pg_restore", "--no-password", "--exit-on-error", *ownership, "-j", str(load.jobs),
+                          "-d", shadow.database, str(archive)]], env, (),
+                        f"pg_restore of {load.name} into a shadow database (dropped; the database is unchanged)")
         finally:
             shutil.rmtree(directory, ignore_errors=True)

@@ -116,6 +116,10 @@ def test_undo_swaps_back_and_retention_keeps_the_newest_copies(pg_url: str, tmp_
         last = run_job("dbjobs.restore", settings, {"backup": backup["id"], "confirmed": True})
     copies = _copies(pg_url)
     assert len(copies) == 2 and last["pre_restore_copy"] in copies and len(last["dropped_copies"]) == 1
+    for job in ("dbjobs.list_backups", "dbjobs.status"):  # listed as what they are: databases, newest first
+        listed = run_job(job, settings, {})["pre_restore_copies"]
+        assert [c["name"] for c in listed] == [last["pre_restore_copy"], *(c for c in copies if c != last[
+            "pre_restore_copy"])] and {c["replaced_by"] for c in listed} == {backup["id"]}
     assert snapshot(f"{_server(pg_url)}/{last['pre_restore_copy']}") == states[-1]
 
     undone = run_job("dbjobs.restore", settings, {"database": "main", "undo": True, "confirmed": True})
