@@ -16,7 +16,7 @@ from dbjobs.backup import run_backup
 from dbjobs.catalog import Backup
 from dbjobs.dburl import DatabaseURL
 from dbjobs.engines import connector_for
-from dbjobs.errors import BackupInvalidError, ConfirmationRequired, DbjobsError, RestoreError
+from dbjobs.errors import BackupInvalidError, ConfirmationRequired, RestoreError
 from dbjobs.pipeline import decompressed_chunks, verify_file
 from dbjobs.progress import Progress, ProgressCallback, no_progress
 
@@ -69,12 +69,12 @@ def run_restore(
     progress(Progress("restore", 0, manifest.size))
     try:
         _load(backup, db, progress)
-    except DbjobsError as exc:
+    except Exception as exc:  # any failure (a bug, a time limit) leaves a half-loaded MySQL: put it back
         if db.engine in TRANSACTIONAL or safety is None:
             raise
         try:
             _load(safety, db, no_progress)
-        except DbjobsError as undo:
+        except Exception as undo:
             raise RestoreError(
                 f"{exc}; putting back safety backup {safety.manifest.id} also failed ({undo}): restore it by hand"
             ) from None
