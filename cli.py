@@ -31,8 +31,11 @@ def execute(settings: Settings, name: str, kwargs: dict[str, Any], args: argpars
         task_id = submit(name, kwargs)
         if not args.wait:
             print(json.dumps({"task_id": task_id, "name": name}) if args.json else task_id)
-            print(f"submitted {name}; `dbjobs result {task_id} --wait` shows its result", file=sys.stderr)
+            print(f"submitted {name} as task {task_id}; `dbjobs result {task_id} --wait` shows its result",
+                  file=sys.stderr)
             return None
+        print(f"submitted {name} as task {task_id}; waiting for it (Ctrl-C stops waiting, not the job)",
+              file=sys.stderr, flush=True)
         return wait_for(task_id)
     from dbjobs.jobs import run_job
 

@@ -20,7 +20,7 @@ from dbjobs.catalog import Backup
 from dbjobs.dburl import DatabaseURL
 from dbjobs.engines import connector_for
 from dbjobs.engines.base import Connector, ShadowLoad
-from dbjobs.errors import BackupInvalidError, ConfigError, ConfirmationRequired, DbjobsError, RestoreError
+from dbjobs.errors import BackupInvalidError, ConfigError, ConfirmationRequired, RestoreError
 from dbjobs.manifest import Manifest
 from dbjobs.pipeline import decompressed_chunks, verify_file
 from dbjobs.progress import Progress, ProgressCallback, no_progress
@@ -180,12 +180,12 @@ def run_restore(
     progress(Progress("restore", 0, manifest.size))
     try:
         _load(backup, db, progress)
-    except DbjobsError as exc:
+    except Exception as exc:  # any failure (a bug, a time limit) leaves a half-loaded MySQL: put it back
         if db.engine in TRANSACTIONAL or safety is None:
             raise
         try:
             _load(safety, db, no_progress)
-        except DbjobsError as undo:
+        except Exception as undo:
             raise RestoreError(
                 f"{exc}; putting back safety backup {safety.manifest.id} also failed ({undo}): restore it by hand"
             ) from None

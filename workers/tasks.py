@@ -20,7 +20,6 @@ import redis
 from celery import Task, states
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_ready
-from kombu.exceptions import OperationalError
 
 from dbjobs.errors import DatabaseUnavailableError, DbjobsError, JobTimeoutError
 from dbjobs.jobs import JOBS, Job, locked_alias, run_job
@@ -50,15 +49,26 @@ def clean(exc: DbjobsError) -> DbjobsError:
 
 
 def _reporter(task: Task) -> Throttled:
-    """Progress as task state and event; a report lost to a Redis blip must not fail an hour-long job."""
+    """Progress as task state and a `task-progress` event, from whichever thread of the job reports it.
+
+    Celery keeps the current request in a thread-local stack, so `task.update_state()` in the thread
+    that feeds pg_restore finds no task id. The request is bound here, when the task starts, and
+    every report names it explicitly. A report that cannot be delivered is logged and dropped: a lost
+    progress line must never fail an hour-long job.
+    """
+    request = task.request
+    task_id, hostname = request.id, request.hostname
+    lock = threading.Lock()
 
     def report(p: Progress) -> None:
         meta = p.to_dict()
         try:
-            task.update_state(state=PROGRESS_STATE, meta=meta)
-            task.send_event("task-progress", **meta)
-        except (redis.RedisError, OperationalError, OSError) as exc:
-            log.warning("progress of %s not reported: %s", task.request.id, exc)
+            with lock:
+                task.backend.store_result(task_id, meta, PROGRESS_STATE, request=request)
+                with task.app.events.default_dispatcher(hostname=hostname) as dispatcher:
+                    dispatcher.send("task-progress", uuid=task_id, retry=False, **meta)
+        except Exception as exc:  # reporting is best effort, whatever went wrong
+            log.warning("progress of %s not reported: %s: %s", task_id, type(exc).__name__, exc)
 
     return Throttled(report, PROGRESS_INTERVAL)
 

@@ -125,7 +125,7 @@ def test_a_job_past_its_time_limit_is_stopped_cleanly(tmp_path: Path) -> None:
         flushed_redis(12)
         client.close()
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines() == [
+    assert done.stderr.strip().splitlines()[-1:] == [  # after the submission (and lock wait) notes
         "error: dbjobs.backup was stopped near its time limit of 2 s (DBJOBS_TASK_TIME_LIMIT); "
         "raise the limit for bigger databases"]
     assert not (tmp_path / "backups").exists()

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from dbjobs.catalog import find_backup
 from dbjobs.errors import DbjobsError, RestoreError
 from dbjobs.jobs import run_job
+from dbjobs.progress import Progress
 from dbjobs.storage.local import LocalStorage
 from tests.backup_support import build_sample, connect, doctor, mutate, settings_for, snapshot
 
@@ -114,3 +115,20 @@ def test_sqlite_image_failing_its_check_changes_nothing(sqlite_url: str, tmp_pat
     assert snapshot(sqlite_url) == current
     with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_a_failure_that_is_not_a_dbjobs_error_also_leaves_the_database_as_it_was(db_url: str, tmp_path: Path) -> None:
+    """A bug's exception while the dump is being fed (here the progress callback, as Celery's `update_state`
+    once failed in the feeding thread) must undo the restore like any RestoreError, on every engine."""
+    settings, backup = _backup_then_mutate(db_url, tmp_path)
+    current = snapshot(db_url)
+
+    def failing(p: Progress) -> None:
+        if p.phase == "restore" and p.done:
+            raise ValueError("task_id must not be empty")
+
+    with pytest.raises((RestoreError, ValueError)) as failed:
+        run_job("dbjobs.restore", settings, {"backup": backup.manifest.id, "confirmed": True}, failing)
+
+    assert "task_id must not be empty" in str(failed.value)
+    assert snapshot(db_url) == current

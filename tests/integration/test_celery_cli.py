@@ -78,7 +78,9 @@ def test_unknown_alias_fails_cleanly_and_writes_nothing(stack) -> None:
     before = manifests(base / "backups")
     done = run_cli(env, base, "backup", "--database", "nope", "--wait")
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
+    submitted, error = done.stderr.strip().splitlines()
+    assert submitted.startswith("submitted dbjobs.backup as task ") and submitted.endswith("not the job)")
+    assert [error] == [
         "error: unknown database alias 'nope' (configured: big, default, scratch, secretpg); "
         "set DBJOBS_DATABASE_URL or add it to DBJOBS_DATABASES"]
     assert manifests(base / "backups") == before
