@@ -40,7 +40,8 @@ def _scratch_name() -> str:
 
 @contextmanager
 def scratch_database(service: str, admin_url: str, driver: str, create: str, drop: str) -> Iterator[str]:
-    """Create a uniquely named database on a real server, yield its URL, drop it on every exit path."""
+    """Create a uniquely named database on a real server, yield its URL, drop it on every exit path
+    (with the shadow and pre-restore copies PostgreSQL swap restores made of it)."""
     require_service(service)
     import sqlalchemy as sa
 
@@ -49,11 +50,14 @@ def scratch_database(service: str, admin_url: str, driver: str, create: str, dro
     try:
         with admin.connect() as conn:
             conn.execute(sa.text(create.format(name=name)))
+        url = admin_url.rsplit("/", 1)[0] + f"/{name}"
         try:
-            yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+            yield url
         finally:
             with admin.connect() as conn:
                 conn.execute(sa.text(drop.format(name=name)))
+            if service == "postgres":
+                drop_pg_copies(url)
     finally:
         admin.dispose()
 
@@ -78,10 +82,7 @@ def pg_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database, dropped after the test with the copies restores made of it."""
     with scratch_database("postgres", PG_ADMIN_URL, "postgresql+psycopg", 'CREATE DATABASE "{name}"',
                           'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)') as url:
-        try:
-            yield url
-        finally:
-            drop_pg_copies(url)
+        yield url
 
 
 @pytest.fixture

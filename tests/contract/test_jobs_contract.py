@@ -125,8 +125,14 @@ def restore_check(c: Cell, o: Outcome, into_other: bool) -> None:
     target, alias = (c.other_url, c.other_alias) if into_other else (c.url, c.alias)
     assert o.result["database"] == alias
     assert engines.items(target) == c.expected  # row for row, values exact
-    safety = c.manifest(o.result["safety_backup_id"])
-    assert (safety["kind"], safety["database"], tables(safety["row_counts"])) == ("safety", alias, {"items": 10})
+    if o.result["strategy"] == "swap":  # the replaced database itself is kept, renamed: no safety dump
+        assert c.engine == "postgresql" and o.result["safety_backup_id"] is None
+        assert len(engines.items(target.rsplit("/", 1)[0] + "/" + o.result["pre_restore_copy"])) == 10
+    else:
+        safety = c.manifest(o.result["safety_backup_id"])
+        assert (safety["kind"], safety["database"], tables(safety["row_counts"])) == ("safety", alias, {"items": 10})
+    if o.task_id is not None:
+        assert ("check" if o.result["strategy"] == "swap" else "safety-backup") in {p["phase"] for p in o.progress}
 
 
 def listing_request(c: Cell) -> Request:
@@ -202,7 +208,7 @@ def apply_check(c: Cell, o: Outcome) -> None:
     assert engines.query(c.url, "SELECT id, label FROM contract_t") == [(1, "applied")]
 
 
-RESTORE_PHASES = frozenset({"verify", "safety-backup", "restore"})
+RESTORE_PHASES = frozenset({"verify", "restore"})  # and "check" (swap) or "safety-backup" (in place)
 CASES = {
     "backup": Case("dbjobs.backup", backup_request, backup_check, frozenset({"check", "dump"})),
     "restore": Case("dbjobs.restore", lambda c: restore_request(c, False), lambda c, o: restore_check(c, o, False),
