@@ -282,8 +282,25 @@ def cleanup(settings: Settings, progress: ProgressCallback, *, database: str | N
     directory = _dir(backup_dir, settings.backup_dir)
     outcome = contextlib.nullcontext() if dry_run else recorded(directory, "dbjobs.cleanup", database or "all")
     with outcome:
-        return run_cleanup(storages(settings, directory), rule, datetime.now(UTC), database=database,
-                           dry_run=dry_run, progress=progress).to_dict()
+        result = run_cleanup(storages(settings, directory), rule, datetime.now(UTC), database=database,
+                             dry_run=dry_run, progress=progress).to_dict()
+    result["pre_restore_copies_dropped"] = _prune_copies(settings, [database] if database else sorted(
+        settings.databases), dry_run)
+    return result
+
+
+def _prune_copies(settings: Settings, aliases: list[str], dry_run: bool) -> list[str]:
+    """The pre-restore retention rule (DBJOBS_PRE_RESTORE_KEEP/_DAYS) on every reachable alias that has copies."""
+    from dbjobs.restore import prune_pre_restore_copies
+    from dbjobs.swap import Retention
+
+    retention = Retention(settings.pre_restore_keep, settings.pre_restore_days)
+    dropped: list[str] = []
+    for alias in aliases:
+        with contextlib.suppress(DbjobsError):
+            dropped.extend(prune_pre_restore_copies(settings.database(alias), retention, datetime.now(UTC),
+                                                    dry_run=dry_run))
+    return dropped
 
 
 @job("dbjobs.status")

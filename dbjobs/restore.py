@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from dbjobs.backup import run_backup
@@ -25,9 +26,10 @@ from dbjobs.manifest import Manifest
 from dbjobs.pipeline import decompressed_chunks, verify_file
 from dbjobs.progress import Progress, ProgressCallback, no_progress
 from dbjobs.swap import (
-    PRE_RESTORE,
     Retention,
     SwapOutcome,
+    copies_of,
+    prune_copies,
     reopen_after_killed_swap,
     restore_by_swap,
     undo_swap,
@@ -125,11 +127,18 @@ def pre_restore_copies(db: DatabaseURL) -> list[dict[str, object]]:
     connector = connector_for(db)
     if not connector.swaps:
         return []
-    found = connector.swap_site(None).found(db.database)
-    copies = [(name, m) for name, m in found.items() if m is not None and m.kind == PRE_RESTORE
-              and m.target == db.database]
+    copies = copies_of(connector.swap_site(None), db.database)
     return [{"database": db.alias, "name": name, "set_aside_at": m.at, "replaced_by": m.backup_id,
-             "note": m.note, "phase": m.phase} for name, m in sorted(copies, key=lambda c: c[1].at, reverse=True)]
+             "note": m.note, "phase": m.phase}
+            for name, m in sorted(copies.items(), key=lambda c: c[1].at, reverse=True)]
+
+
+def prune_pre_restore_copies(db: DatabaseURL, retention: Retention, now: datetime, *, dry_run: bool) -> list[str]:
+    """Apply the pre-restore retention rule to `db` (what `cleanup` does between restores)."""
+    connector = connector_for(db)
+    if not connector.swaps:
+        return []
+    return prune_copies(connector.swap_site(None), db.database, retention, now, dry_run=dry_run)
 
 
 def undo_restore(db: DatabaseURL, copy: str | None = None) -> RestoreResult:

@@ -232,9 +232,20 @@ class SwapSite(ABC):
         """Drop database `name` (a shadow or a pre-restore copy; never anything else)."""
 
 
-def _copies(site: SwapSite, target: str) -> dict[str, Marker]:
+def copies_of(site: SwapSite, target: str) -> dict[str, Marker]:
+    """`target`'s pre-restore copies on the server, with their markers."""
     return {name: m for name, m in site.found(target).items()
             if m is not None and m.kind == PRE_RESTORE and m.target == target}
+
+
+def prune_copies(site: SwapSite, target: str, retention: Retention, now: datetime, *,
+                 dry_run: bool = False) -> list[str]:
+    """Drop the pre-restore copies of `target` the retention rule no longer keeps (only name them in a dry run)."""
+    doomed = retention.expired(copies_of(site, target), now)
+    if not dry_run:
+        for name in doomed:
+            site.drop(name)
+    return doomed
 
 
 def _recover(site: SwapSite, target: str, step: Plan, found: Mapping[str, Marker | None]) -> None:
@@ -302,9 +313,7 @@ def restore_by_swap(site: SwapSite, target: str, backup_id: str, request_id: str
     except BaseException:
         site.drop(shadow)
         raise
-    dropped = retention.expired(_copies(site, target), now())
-    for name in dropped:
-        site.drop(name)
+    dropped = prune_copies(site, target, retention, now())
     return SwapOutcome(outgoing, window, resumed=step.resume_swap, dropped=tuple(dropped))
 
 
@@ -319,7 +328,7 @@ def undo_swap(site: SwapSite, target: str, copy: str | None = None, *,
     found = site.found(target)
     step = plan(target, None, None, found, limit)
     _recover(site, target, step, found)
-    copies = _copies(site, target)
+    copies = copies_of(site, target)
     if not copies:
         raise RestoreError(f"{target!r} has no pre-restore copy to swap back (see `status`); nothing was changed")
     if copy is not None and copy not in copies:

@@ -129,6 +129,13 @@ def test_undo_swaps_back_and_retention_keeps_the_newest_copies(pg_url: str, tmp_
     run_job("dbjobs.restore", settings, {"database": "main", "undo": True, "confirmed": True})
     assert snapshot(pg_url) == original
 
+    stricter = dataclasses.replace(settings, pre_restore_keep=1)  # cleanup applies the rule between restores
+    left = _copies(pg_url)
+    planned = run_job("dbjobs.cleanup", stricter, {"dry_run": True})["pre_restore_copies_dropped"]
+    assert len(planned) == len(left) - 1 and _copies(pg_url) == left
+    assert run_job("dbjobs.cleanup", stricter, {})["pre_restore_copies_dropped"] == planned
+    assert _copies(pg_url) == sorted(set(left) - set(planned)) and snapshot(pg_url) == original
+
 
 def test_undo_without_a_copy_is_refused(pg_url: str, tmp_path: Path) -> None:
     build_sample(pg_url)
