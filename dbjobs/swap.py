@@ -25,6 +25,7 @@ run completes or reverts it; it is pure, so every kill point is tested without a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from abc import ABC, abstractmethod
@@ -271,6 +272,12 @@ def reopen_after_killed_swap(site: SwapSite, target: str) -> bool:
     return False
 
 
+def _drop_quietly(site: SwapSite, shadow: str) -> None:
+    """Drop a shadow after a failure; if even that fails, the next run drops it (`plan`), and the first error stands."""
+    with contextlib.suppress(Exception):
+        site.drop(shadow)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -300,7 +307,7 @@ def restore_by_swap(site: SwapSite, target: str, backup_id: str, request_id: str
             marker = marker.at_phase(READY)
             site.mark(shadow, marker)
         except BaseException:
-            site.drop(shadow)
+            _drop_quietly(site, shadow)
             raise
     assert marker is not None
     when = now()
@@ -311,7 +318,7 @@ def restore_by_swap(site: SwapSite, target: str, backup_id: str, request_id: str
     try:
         window = site.swap(target, shadow, outgoing, kept)
     except BaseException:
-        site.drop(shadow)
+        _drop_quietly(site, shadow)
         raise
     dropped = prune_copies(site, target, retention, now())
     return SwapOutcome(outgoing, window, resumed=step.resume_swap, dropped=tuple(dropped))

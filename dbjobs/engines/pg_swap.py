@@ -172,6 +172,7 @@ class PostgresSwapSite(SwapSite):
             ddl(conn, f"ALTER DATABASE {ident(target)} ALLOW_CONNECTIONS false")
             try:
                 self._end_sessions(conn, target)
+                self._end_sessions(conn, incoming)  # a session on the shadow (or copy) would block its rename
                 with one_transaction(conn):
                     ddl(conn, f"ALTER DATABASE {ident(target)} RENAME TO {ident(outgoing)}")
                     ddl(conn, f"ALTER DATABASE {ident(incoming)} RENAME TO {ident(target)}")
