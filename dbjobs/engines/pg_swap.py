@@ -144,10 +144,6 @@ class PostgresSwapSite(SwapSite):
                 for privilege, grantee, grantable in conn.execute(text(ACL), {"name": target}).all():
                     ddl(conn, f"GRANT {privilege} ON DATABASE {ident(shadow)} TO {grantee}"
                               + (" WITH GRANT OPTION" if grantable else ""))
-            for role, setting in conn.execute(text(SETTINGS), {"name": target}).all():
-                key, _, value = setting.partition("=")
-                scope = f"ROLE {ident(role)} IN DATABASE" if role else "DATABASE"
-                ddl(conn, f"ALTER {scope} {ident(shadow)} SET {ident(key)} TO {guc_value(key, value)}")
 
     @staticmethod
     def _comment(conn: Connection, name: str, comment: str | None) -> None:
@@ -158,7 +154,14 @@ class PostgresSwapSite(SwapSite):
         self._load(self.db.with_database(shadow))
 
     def check(self, shadow: str) -> None:
+        """Check the loaded shadow, then give it the target's `ALTER DATABASE ... SET` settings: only now, so a
+        `statement_timeout` or `default_transaction_read_only` of the application's never hits the load."""
         self._check(self.db.with_database(shadow))
+        with self.admin() as conn:
+            for role, setting in conn.execute(text(SETTINGS), {"name": self.db.database}).all():
+                key, _, value = setting.partition("=")
+                scope = f"ROLE {ident(role)} IN DATABASE" if role else "DATABASE"
+                ddl(conn, f"ALTER {scope} {ident(shadow)} SET {ident(key)} TO {guc_value(key, value)}")
 
     def mark(self, name: str, marker: Marker) -> None:
         with self.admin() as conn:
@@ -253,8 +256,13 @@ def count_rows(db: DatabaseURL, tables: list[str], jobs: int) -> dict[str, int]:
         return dict(pool.map(count, tables))
 
 
+# The shadow's load sessions: no time limits or read-only default a role's settings may carry into
+# them; asynchronous commit, which is safe here because the swap commits synchronously after the
+# load and so flushes every earlier commit's WAL with its own.
+LOAD_OPTIONS = ("-c synchronous_commit=off -c statement_timeout=0 -c lock_timeout=0 "
+                "-c idle_in_transaction_session_timeout=0 -c default_transaction_read_only=off")
+
+
 def restore_env() -> dict[str, str]:
-    """Settings of the shadow's load sessions: asynchronous commit is safe there, as the swap commits
-    synchronously after it and so flushes every earlier commit's WAL with its own."""
-    options = os.environ.get("PGOPTIONS", "")
-    return {"PGOPTIONS": f"{options} -c synchronous_commit=off".strip()}
+    """The environment of the shadow's `pg_restore` (what the user's PGOPTIONS say, then ours)."""
+    return {"PGOPTIONS": f"{os.environ.get('PGOPTIONS', '')} {LOAD_OPTIONS}".strip()}

@@ -85,11 +85,13 @@ def test_swap_keeps_the_database_properties_and_ends_sessions(role: str, pg_url:
                           f'ALTER ROLE {role} IN DATABASE "{name}" SET work_mem TO \'8MB\'',
                           f"COMMENT ON DATABASE \"{name}\" IS 'the app''s: database'"):
             conn.execute(sa.text(statement.replace(":", "\\:")))
-        before = conn.execute(sa.text(PROPERTIES), {"name": name}).one()
     settings = settings_for(tmp_path / "backups", main=pg_url)
     backup = run_job("dbjobs.backup", settings, {"database": "main"})
     expected = snapshot(pg_url)
     mutate(pg_url)
+    with _admin() as conn:  # the application's sessions are read-only: the shadow's load must not be
+        conn.execute(sa.text(f'ALTER DATABASE "{name}" SET default_transaction_read_only TO on'))
+        before = conn.execute(sa.text(PROPERTIES), {"name": name}).one()
     session = sa.create_engine(f"postgresql+psycopg://{pg_url.split('://', 1)[1]}").connect()  # the app, idle
 
     restored = run_job("dbjobs.restore", settings, {"backup": backup["id"], "confirmed": True})
