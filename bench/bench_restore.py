@@ -108,8 +108,9 @@ def bench_layouts(src: str, work: Path, jobs: int, repeat: int, rows: list[Row],
     run(["tar", "-xf", str(tar_file), "-C", str(unpacked)])
     start = time.perf_counter()
     with open(piped, "rb") as f, open(seekable, "w+b") as out:
-        write_seekable(iter(lambda: f.read(1 << 20), b""), out, "bench")
+        filled = write_seekable(iter(lambda: f.read(1 << 20), b""), out, "bench")
     t_fill = time.perf_counter() - start
+    print(f"  offsets filled in: {filled} data blocks", file=sys.stderr)
     with scratch_database("postgresql", PREFIX + "layout") as empty:
         def fresh() -> None:
             sql("postgresql", "postgres", f'DROP DATABASE "{empty}" WITH (FORCE)')

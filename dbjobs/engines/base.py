@@ -9,6 +9,7 @@ never their argument list (which any local user can read in `ps`).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import os
 import re
@@ -180,6 +181,8 @@ def run_dump(argv: Sequence[str], env: Mapping[str, str], sink: Sink, what: str)
     err = _StderrTail()
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err.file, env={**os.environ, **env}) as proc:
         assert proc.stdout is not None
+        with contextlib.suppress(OSError, AttributeError):  # Linux: a 1 MiB pipe, so the tool blocks (and we wake) less
+            fcntl.fcntl(proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, CHUNK)
         buf = bytearray(CHUNK)
         view = memoryview(buf)
         try:

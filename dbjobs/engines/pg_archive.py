@@ -21,6 +21,7 @@ entry's dump id and stops (the shadow is then dropped, the target untouched).
 
 from __future__ import annotations
 
+import itertools
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -43,8 +44,8 @@ class Toc:
     """Where the table of contents ends, and where each data entry's offset field sits."""
 
     end: int = 0
-    # (dump id, position of the entry's offset flag byte), in table-of-contents order
-    unset: list[tuple[int, int]] = field(default_factory=list)
+    # (dump id, position of the entry's offset flag byte, block type), in table-of-contents order
+    unset: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 class _Reader:
@@ -96,8 +97,9 @@ def parse_toc(data: bytes) -> Toc | None:
     for _ in range(r.integer()):
         dump_id = r.integer()
         r.integer()  # has a data dumper
-        for _ in range(4):  # table oid, oid, tag, description
+        for _ in range(3):  # table oid, oid, tag
             r.string()
+        kind = BLK_BLOBS if r.string() == "BLOBS" else BLK_DATA  # the description
         r.integer()  # section
         for _ in range(5):  # definition, drop statement, copy statement, namespace, tablespace
             r.string()
@@ -112,7 +114,7 @@ def parse_toc(data: bytes) -> Toc | None:
         if flag not in (OFFSET_NOT_SET, OFFSET_SET, OFFSET_NO_DATA):
             return None  # not the layout this parser knows: leave the archive as it is
         if flag == OFFSET_NOT_SET:
-            toc.unset.append((dump_id, flag_at))
+            toc.unset.append((dump_id, flag_at, kind))
     toc.end = r.pos
     return toc
 
@@ -143,7 +145,7 @@ def write_seekable(chunks: Iterable[bytes], out: BinaryIO, name: str) -> int:
                 raise BackupInvalidError(f"{name}: the archive ends inside its table of contents") from None
     offsets = _copy_finding_blocks(head, it, out, toc)
     if toc is not None:
-        for dump_id, flag_at in toc.unset:
+        for dump_id, flag_at, _ in toc.unset:
             if dump_id in offsets:
                 out.seek(flag_at)
                 out.write(bytes([OFFSET_SET]) + struct.pack("<Q", offsets[dump_id]))
@@ -152,37 +154,45 @@ def write_seekable(chunks: Iterable[bytes], out: BinaryIO, name: str) -> int:
 
 
 def _copy_finding_blocks(head: bytes, rest: Iterable[bytes], out: BinaryIO, toc: Toc | None) -> dict[int, int]:
-    """Copy everything to `out`, recording the file offset of each expected data block header in order."""
+    """Copy everything to `out`, recording the file offset of each expected data block header, in order.
+
+    Each block is searched as the previous block's end marker followed by the block type byte
+    (a needle ending in a byte that is rare in COPY data, so the search skips fast), and the dump
+    id after it is checked. A header split across two chunks is found in the seam between them.
+    """
     wanted = list(toc.unset) if toc else []
     found: dict[int, int] = {}
     i = 0
-    keep = len(END_MARKER) + 6 - 1  # bytes carried over so a header split across chunks is still seen
-    carry, carry_at = b"", 0  # the tail of what was written, and its file offset
-    pos = 0
-    first = True
+    seam = len(END_MARKER) + 6 - 1  # bytes of the previous chunk a split header can start in
+    tail, pos = b"", 0  # the end of the previous chunk, and the file offset of the current chunk
 
-    def headers(dump_id: int) -> tuple[bytes, ...]:
-        return tuple(END_MARKER + block_header(kind, dump_id) for kind in (BLK_DATA, BLK_BLOBS))
-
-    for chunk in [head, *rest]:
-        chunk = bytes(chunk)
-        out.write(chunk)
-        window, window_at = carry + chunk, carry_at
-        start = 0
-        if first and toc is not None and i < len(wanted):
-            first = False  # the first block follows the table of contents directly, with no end marker before it
-            at = toc.end
-            if window[at:at + 6] in (block_header(BLK_DATA, wanted[0][0]), block_header(BLK_BLOBS, wanted[0][0])):
-                found[wanted[0][0]] = at
-                i, start = 1, at + 6
+    def scan(data: bytes, data_at: int, start: int, limit: int) -> int:
+        """Record the wanted headers starting in data[start:limit]; return where the search stopped."""
+        nonlocal i
         while i < len(wanted):
-            hits = [h for h in (window.find(p, start) for p in headers(wanted[i][0])) if h >= 0]
-            if not hits:
-                break
-            at = min(hits)
-            found[wanted[i][0]] = window_at + at + len(END_MARKER)
-            i, start = i + 1, at + len(END_MARKER) + 6
+            dump_id, _, kind = wanted[i]
+            needle, after = END_MARKER + bytes([kind]), block_header(kind, dump_id)[1:]
+            at = data.find(needle, start, limit + len(needle) + len(after) - 1)
+            if at < 0:
+                return max(start, limit)
+            if data[at + len(needle):at + len(needle) + len(after)] == after:
+                found[dump_id] = data_at + at + len(END_MARKER)
+                i += 1
+            start = at + 1
+        return limit
+
+    for n, chunk in enumerate(itertools.chain([head], rest)):
+        out.write(chunk)
+        start = 0
+        if n == 0 and toc is not None and wanted:  # the first block follows the table of contents directly
+            dump_id, _, kind = wanted[0]
+            if chunk[toc.end:toc.end + 6] == block_header(kind, dump_id):
+                found[dump_id] = toc.end
+                i, start = 1, toc.end + 6
+        if tail and i < len(wanted):
+            joined = tail + chunk[:seam + 6]
+            scan(joined, pos - len(tail), 0, len(tail))
+        scan(chunk, pos, start, len(chunk))
+        tail = chunk[-seam:] if len(chunk) >= seam else (tail + chunk)[-seam:]
         pos += len(chunk)
-        carry = window[max(start, len(window) - keep):]
-        carry_at = pos - len(carry)
     return found

@@ -26,7 +26,7 @@ def _dump(url: str) -> bytes:
     parsed = db(url)
     env = {**os.environ, "PGHOST": parsed.url.host or "", "PGPORT": str(parsed.url.port or 5432),
            "PGUSER": parsed.url.username or "", "PGDATABASE": parsed.database}
-    return subprocess.run(["pg_dump", "-Fc", "-Z0"], env=env, capture_output=True, check=True).stdout
+    return subprocess.run(["pg_dump", "-Fc", "-Z0"], env=env, capture_output=True, check=True).stdout  # a pipe
 
 
 @pytest.mark.parametrize("chunk", [7, 4096, 1 << 20])
@@ -46,11 +46,11 @@ def test_every_data_offset_is_filled_in_and_points_at_its_block(pg_url: str, chu
     data = out.getvalue()
     assert filled == len(toc.unset) and len(data) == len(raw)
     changed = [i for i in range(len(raw)) if raw[i] != data[i]] if chunk == 1 << 20 else []
-    for dump_id, flag_at in toc.unset:
+    for dump_id, flag_at, _ in toc.unset:
         assert data[flag_at] == 2  # K_OFFSET_POS_SET
         offset = struct.unpack("<Q", data[flag_at + 1:flag_at + 9])[0]
         assert data[offset:offset + 6] in (block_header(BLK_DATA, dump_id), block_header(BLK_BLOBS, dump_id))
-    assert all(any(f <= i < f + 9 for _, f in toc.unset) for i in changed)  # nothing but offset fields changed
+    assert all(any(f <= i < f + 9 for _, f, _ in toc.unset) for i in changed)  # nothing but offset fields changed
 
 
 def test_an_archive_that_is_not_pg_dump_custom_format_is_refused() -> None:
