@@ -1,8 +1,9 @@
 """Real Celery processes for tests: workers, beat, Flower and the CLI, each in its own process group.
 
-Every test file has its own database on the suite's own redis-server (7 schema, 8 contract, 9 ops, 10 CLI, 11 locks,
-12 faults, 13 Flower, 14 bench; conftest's `redis_url` uses 15; tests that restart Redis start a private
-server), so test files never see each other's queues, and every process is killed by its own id in teardown.
+Every test file has its own database on the suite's own redis-server (6 pg swap kills, 7 schema, 8 contract,
+9 ops, 10 CLI, 11 locks, 12 faults, 13 Flower, 14 bench; conftest's `redis_url` uses 15; tests that restart
+Redis start a private server), so test files never see each other's queues, and every process is killed by
+its own id in teardown.
 """
 
 from __future__ import annotations
