@@ -25,7 +25,7 @@ from tests.conftest import PG_ADMIN_URL
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 REDIS_DB = 6
-ROWS = 600_000  # ~70 MB of table data: a load of a few seconds, long enough to be killed in
+ROWS = 300_000  # ~35 MB of table data: a load of a second or more, long enough to be killed in
 
 
 def digests(url: str) -> dict[str, tuple[int, str]]:
