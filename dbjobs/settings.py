@@ -50,6 +50,8 @@ class Settings:
     restore_jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
     pre_restore_keep: int = 1
     pre_restore_days: float = 7.0
+    supabase_retry_seconds: float = 60.0
+    supabase_chunk_mb: float = 64.0
 
     def database_url(self, alias: str) -> str:
         """The URL of a configured alias; an unknown alias is a user error, not a KeyError."""
@@ -184,6 +186,8 @@ def load_settings(
         keep_days=keep_days,
         min_keep=min_keep,
         env=environment,
+        supabase_retry_seconds=_positive(env, "SUPABASE_RETRY_SECONDS", 60),
+        supabase_chunk_mb=_positive(env, "SUPABASE_CHUNK_MB", 64),
         **_worker_limits(env),
         **_restore_settings(env),
     )

@@ -13,7 +13,7 @@ from dbjobs.progress import no_progress
 from dbjobs.settings import load_settings
 from dbjobs.storage import LocalStorage, SupabaseStorage, remote_storage, require_remote
 from tests.support.backups import fake_manifest, make_backup
-from tests.support.fake_supabase import FakeSupabase
+from tests.support.fake_supabase import FakeSupabase, make_key
 
 NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
 MB = 1 << 20
@@ -102,43 +102,45 @@ def test_download_resumes_where_it_stopped(fake, tmp_path):
     store.put(tmp_path / "src" / m.file, m, no_progress)
     fake.fail("GET", f"/object/backups/{m.file}", "drop", after=7 * MB)
     fake.fail("GET", f"/object/backups/{m.file}", "500")
+    fake.requests.clear()
     path = store.fetch(m, tmp_path / "dl", no_progress)
     assert path.read_bytes() == payload
-    assert fake.requests["GET object"] == 3
+    assert fake.requests["GET object"] == 3 and fake.sent[m.file] == len(payload)
 
 
 def test_download_gives_up_with_a_clear_error(fake, tmp_path):
     store = remote(fake)
     m = make_backup(tmp_path / "src", "app", NOW, b"x" * 1000)
     store.put(tmp_path / "src" / m.file, m, no_progress)
-    fake.fail("GET", f"/object/backups/{m.file}", "500", times=10)
-    with pytest.raises(StorageError, match=r"download of .* stopped at byte 0 after 4 failed attempts"):
-        store.fetch(m, tmp_path / "dl", no_progress)
-    assert not any((tmp_path / "dl").iterdir())
+    fake.fail("GET", f"/object/backups/{m.file}", "500", times=10_000)
+    with pytest.raises(StorageError, match=r"download of .* from bucket 'backups' stopped at byte 0 after \d+ "
+                                           r"failed attempts in 0 s: HTTP 500: injected failure"):
+        remote(fake, transfer_window=0.2).fetch(m, tmp_path / "dl", no_progress)
+    assert not any(p.name == m.file for p in (tmp_path / "dl").iterdir())
 
 
 def test_upload_gives_up_with_a_clear_error(fake, tmp_path):
     m = make_backup(tmp_path / "src", "big", NOW, os.urandom(7 * MB))
-    fake.fail("PATCH", "/upload/resumable/", "500", times=100)
-    with pytest.raises(StorageError, match=r"stopped at byte 6291456 of 7340032 after 6 failed attempts.*HTTP 500"):
-        remote(fake).put(tmp_path / "src" / m.file, m, no_progress)
+    fake.fail("PATCH", "/upload/resumable/", "500", times=10_000)
+    with pytest.raises(StorageError, match=r"resumable upload of .* to bucket 'backups' stopped at byte 6291456 of "
+                                           r"7340032 after \d+ failed attempts in 0 s: HTTP 500"):
+        remote(fake, chunk_size=6 * MB, transfer_window=0.2).put(tmp_path / "src" / m.file, m, no_progress)
     assert m.manifest_name not in fake.names()
 
 
 def test_upload_survives_a_lost_upload_by_starting_over(fake, tmp_path):
     m = make_backup(tmp_path / "src", "big", NOW, os.urandom(13 * MB))
     fake.fail("PATCH", "/upload/resumable/", "500")
-    fake.uploads.clear()
     original = fake.take_fault
 
     def forget(method, path):  # the server loses its upload state after the first failure
         fault = original(method, path)
         if fault:
-            fake.uploads.clear()
+            fake.forget_uploads()
         return fault
 
     fake.take_fault = forget
-    remote(fake).put(tmp_path / "src" / m.file, m, no_progress)
+    remote(fake, chunk_size=6 * MB).put(tmp_path / "src" / m.file, m, no_progress)
     assert fake.requests["POST upload"] == 2
     assert hashlib.sha256(fake.object_path("backups", m.file).read_bytes()).hexdigest() == m.sha256
 
@@ -152,8 +154,10 @@ def test_small_dump_uses_the_standard_upload(fake, tmp_path):
 def test_missing_bucket_and_bad_key_are_clear_errors(fake):
     with pytest.raises(ConfigError, match="bucket 'nope' does not exist"):
         remote(fake, "nope").check_bucket()
-    with pytest.raises(StorageError, match="listing in bucket 'backups' failed: Invalid JWT"):
-        SupabaseStorage(fake.url, "wrong", "backups").scan()
+    with pytest.raises(ConfigError, match="listing in bucket 'backups' failed: SUPABASE_KEY was refused "
+                                          r"\(invalid signature\); set SUPABASE_KEY to the project's service_role"):
+        other_project = make_key("service_role", "another project's secret, 32 bytes or more")
+        SupabaseStorage(fake.url, other_project, "backups").scan()
 
 
 def test_remote_is_configured_by_all_three_variables():
