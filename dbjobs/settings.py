@@ -51,7 +51,7 @@ class Settings:
     pre_restore_keep: int = 1
     pre_restore_days: float = 7.0
     supabase_retry_seconds: float = 60.0
-    supabase_chunk_mb: float = 64.0
+    supabase_chunk_mb: float = 128.0
 
     def database_url(self, alias: str) -> str:
         """The URL of a configured alias; an unknown alias is a user error, not a KeyError."""
@@ -187,7 +187,7 @@ def load_settings(
         min_keep=min_keep,
         env=environment,
         supabase_retry_seconds=_positive(env, "SUPABASE_RETRY_SECONDS", 60),
-        supabase_chunk_mb=_positive(env, "SUPABASE_CHUNK_MB", 64),
+        supabase_chunk_mb=_positive(env, "SUPABASE_CHUNK_MB", 128),
         **_worker_limits(env),
         **_restore_settings(env),
     )

@@ -14,23 +14,6 @@ from dbjobs.progress import no_progress
 from dbjobs.settings import load_settings
 from dbjobs.storage import SupabaseStorage
 from tests.support.backups import make_backup
-from tests.support.fake_supabase import FakeSupabase
-
-
-@pytest.fixture
-def fake(tmp_path):
-    with FakeSupabase(tmp_path / "supabase") as server:
-        yield server
-
-
-@pytest.fixture
-def app_db(tmp_path):
-    path = tmp_path / "app.sqlite3"
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT)")
-        conn.executemany("INSERT INTO items VALUES (?, ?)", [(i, f"item {i}") for i in range(250)])
-    conn.close()
-    return path
 
 
 def worker(tmp_path, name, fake, app_db, **env):

@@ -29,22 +29,6 @@ NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
 MB = 1 << 20
 
 
-@pytest.fixture
-def fake(tmp_path):
-    with FakeSupabase(tmp_path / "supabase") as server:
-        yield server
-
-
-@pytest.fixture
-def app_db(tmp_path):
-    path = tmp_path / "app.sqlite3"
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT)")
-        conn.executemany("INSERT INTO items VALUES (?, ?)", [(i, f"item {i}") for i in range(200)])
-    conn.close()
-    return path
-
-
 def store(fake: FakeSupabase, **kw) -> SupabaseStorage:
     """The store with 2 MiB chunks, so a 7 MiB dump takes a creating POST and three PATCHes."""
     return SupabaseStorage(fake.url, fake.key, "backups", chunk_size=2 * MB, retry_delay=0.01, **kw)
@@ -145,7 +129,7 @@ def test_local_backups_stay_listable_and_restorable_while_the_store_is_down(outa
     assert "Unable to parse" not in listed["unreadable"][0]["error"]
     assert restored["backup_id"] == made["id"]
     with sqlite3.connect(app_db) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM items").fetchone() == (200,)
+        assert conn.execute("SELECT COUNT(*) FROM items").fetchone() == (250,)
     conn.close()
 
 

@@ -29,7 +29,9 @@ Kong does, and modelled here because each one changes what dbjobs must do:
   whole service refuses connections for a while, then it is back on the same port.
 
 Faults are injected on demand (500s, connections cut part-way through a body, a crash before
-the finalise step), and `latency` delays every answer as a real network and server do. A plain
+the finalise step), `latency` delays every answer as a real network and server do, and
+`body_limit` puts a proxy in front that refuses larger request bodies with 413, as CDNs do (not
+seen on the self-hosted server; there to prove the client copes with one). A plain
 `PUT /plain/<name>` stores a request body as is: the benchmark's anchor.
 """
 
@@ -111,7 +113,7 @@ class FakeSupabase:
     ANON_KEY = make_key("anon")
 
     def __init__(self, root: Path, key: str = KEY, buckets: dict[str, Bucket] | tuple[str, ...] = ("backups",),
-                 *, latency: float = 0.0, size_limit: int = 50 << 30, port: int = 0):
+                 *, latency: float = 0.0, size_limit: int = 50 << 30, body_limit: int | None = None, port: int = 0):
         self.root = root
         self.key = key
         self.buckets = buckets if isinstance(buckets, dict) else {b: Bucket() for b in buckets}
@@ -121,6 +123,7 @@ class FakeSupabase:
         self.tus.mkdir(parents=True, exist_ok=True)
         self.latency = latency
         self.size_limit = size_limit
+        self.body_limit = body_limit
         self.storage_up = True
         self.faults: list[Fault] = []
         self.requests: collections.Counter[str] = collections.Counter()
@@ -290,6 +293,9 @@ def _handler(fake: FakeSupabase) -> type[BaseHTTPRequestHandler]:
             if not fake.storage_up:
                 self._body()
                 return self._json(502, GATEWAY_DOWN)
+            if fake.body_limit is not None and self._length() > fake.body_limit:
+                self._body()
+                return self._send(413, b"<html>413 Request Entity Too Large</html>", content_type="text/html")
             fault = fake.take_fault(self.command, path)
             if fault and fault.kind == "500":
                 self._body()
