@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -74,7 +75,7 @@ def bench_listing_and_cleanup(root: Path) -> None:
           f"(dry run {dry:.3f} s)   target <= 1.000 s")
 
 
-def bench_upload(root: Path, rounds: int = 9, latency: float = 0.02) -> None:
+def bench_upload(root: Path, rounds: int = 15, latency: float = 0.02) -> None:
     """A whole `put` of a 100 MB backup (dump, object check, manifest) against one plain PUT of the same bytes
     to the same server, which adds `latency` to every request as a real network and server do. Interleaved:
     each round times the anchor, the default chunks and the 6 MiB chunks of earlier releases."""
@@ -92,12 +93,15 @@ def bench_upload(root: Path, rounds: int = 9, latency: float = 0.02) -> None:
                   "6 MiB": SupabaseStorage(url, FakeSupabase.KEY, "backups", chunk_size=6 * MB)}
         times: dict[str, list[float]] = {"plain": [], **{name: [] for name in stores}}
         with httpx.Client(timeout=120, transport=httpx.HTTPTransport(socket_options=NODELAY)) as http:
-            for _ in range(rounds):
+            def plain() -> None:
                 with open(dump, "rb") as f:
-                    times["plain"].append(timed(lambda f=f: http.put(
-                        f"{url}/plain/anchor", content=f, headers={"Content-Length": str(len(payload))})))
-                for name, store in stores.items():
-                    times[name].append(timed(lambda store=store: store.put(dump, m, no_progress)))
+                    http.put(f"{url}/plain/anchor", content=f, headers={"Content-Length": str(len(payload))})
+
+            runs = {"plain": plain, **{name: partial(s.put, dump, m, no_progress) for name, s in stores.items()}}
+            for i in range(rounds):  # the order turns every round, so no variant always runs on a warm cache
+                order = list(runs)[i % len(runs):] + list(runs)[:i % len(runs)]
+                for name in order:
+                    times[name].append(timed(runs[name]))
     finally:
         server.communicate("")
     assert (root / "supabase" / "backups" / m.file).stat().st_size == len(payload)

@@ -93,6 +93,10 @@ def test_tus_refuses_what_is_over_the_limit_or_of_a_type_the_bucket_does_not_all
     wrong_type = http.post("/upload/resumable", headers=tus_headers("a.dump.zst", 10, "limited"))
     assert (too_big.status_code, wrong_type.status_code) == (413, 415)
     assert wrong_type.text == "mime type application/zstd is not supported"
+    files = {"file": ("a.dump.zst", b"x", "application/zstd")}
+    standard = http.post("/object/limited/a.dump.zst", files=files).json()
+    assert (standard["statusCode"], standard["message"]) == ("415", "mime type application/zstd is not supported")
+    assert http.post("/object/limited/a.png", files={"file": ("a.png", b"x", "image/png")}).status_code == 200
 
 
 def test_an_upload_killed_before_its_finalise_step_has_every_byte_and_no_object(fake):

@@ -340,13 +340,13 @@ def _handler(fake: FakeSupabase) -> type[BaseHTTPRequestHandler]:
         def _post_object(self, parts: list[str], fault: Fault | None) -> None:
             if parts[0] == "list":
                 return self._list(parts[1], json.loads(self._body() or b"{}"))
-            data = self._multipart_file(self._body())
+            content_type, data = self._multipart_file(self._body())
             bucket = fake.buckets.get(parts[0])
             if bucket is None:
                 return self._no_bucket()
             if self.role != "service_role":
                 return self._error("403", "AccessDenied", "Unauthorized", "new row violates row-level security policy")
-            refused = self._refusal(bucket, len(data), self.headers.get("Content-Type", ""))
+            refused = self._refusal(bucket, len(data), content_type)
             if refused:
                 return self._error(str(refused[0]), refused[1], refused[1], refused[2])
             name = "/".join(parts[1:])
@@ -391,12 +391,15 @@ def _handler(fake: FakeSupabase) -> type[BaseHTTPRequestHandler]:
                 return 415, "InvalidMimeType", f"mime type {content_type} is not supported"
             return None
 
-        def _multipart_file(self, body: bytes) -> bytes:
+        def _multipart_file(self, body: bytes) -> tuple[str, bytes]:
+            """The file part of a standard upload: its own content type (what the bucket checks) and bytes."""
             boundary = self.headers["Content-Type"].split("boundary=", 1)[1].strip('"').encode()
             for part in body.split(b"--" + boundary):
                 head, _, content = part.partition(b"\r\n\r\n")
                 if b'name="file"' in head:
-                    return content[:-2]
+                    types = [line.split(b":", 1)[1].strip().decode() for line in head.split(b"\r\n")
+                             if line.lower().startswith(b"content-type:")]
+                    return (types or ["application/octet-stream"])[0], content[:-2]
             raise ValueError("no file part in the upload")
 
         def _readable(self, parts: list[str]) -> Path | None:
