@@ -134,7 +134,8 @@ def backup(settings: Settings, progress: ProgressCallback, *, database: str = "d
     else:
         with recorded(directory, "dbjobs.backup", database):
             created = ensure_sample(settings, db)
-            done = run_backup(db, directory, progress=progress, request_id=request_id)
+            done = run_backup(db, directory, progress=progress, request_id=request_id,
+                              recipients=settings.age.recipients)
     result = done.to_dict()
     if created:
         result["sample_created"] = str(db.sqlite_path)
@@ -161,6 +162,7 @@ def restore(settings: Settings, progress: ProgressCallback, *, backup: str, data
     the backup directory and verified first.
     """
     from dbjobs.catalog import ensure_local, find_backup
+    from dbjobs.recipients import sealed
     from dbjobs.restore import run_restore
     from dbjobs.storage import storages
 
@@ -168,8 +170,26 @@ def restore(settings: Settings, progress: ProgressCallback, *, backup: str, data
     places = storages(settings, directory)
     found = find_backup(places, backup)
     db = settings.database(database or found.manifest.database)
+    sealed(found.manifest.id, found.manifest.encryption, settings.age.identity_file)  # no key: stop before a download
     found = ensure_local(found, places, directory, progress)
-    return run_restore(found, db, directory, confirmed=confirmed, progress=progress).to_dict()
+    return run_restore(found, db, directory, confirmed=confirmed, progress=progress, keys=settings.age).to_dict()
+
+
+@job("dbjobs.rekey")
+def rekey(settings: Settings, progress: ProgressCallback, *, backup: str,
+          backup_dir: str | None = None) -> dict[str, Any]:
+    """Re-encrypt a backup (id or file) to the current DBJOBS_ENCRYPT_TO, where its identity is at hand.
+
+    Run it where DBJOBS_AGE_IDENTITY_FILE opens the backup: the new backup replaces the old one
+    in every store that held it.
+    """
+    from dbjobs.catalog import find_backup
+    from dbjobs.rekey import run_rekey
+    from dbjobs.storage import storages
+
+    directory = _dir(backup_dir, settings.backup_dir)
+    places = storages(settings, directory)
+    return run_rekey(find_backup(places, backup), places, directory, settings.age, progress=progress).to_dict()
 
 
 @job("dbjobs.list_backups")
