@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from dbjobs.crypto import keygen
 from dbjobs.errors import BackupInvalidError, ConfigError
@@ -24,7 +25,7 @@ from dbjobs.manifest import parse_manifest
 from dbjobs.pipeline import write_atomic
 from dbjobs.settings import load_settings
 from dbjobs.storage import SupabaseStorage
-from tests.backup_support import backup_files, build_sample, mutate, snapshot
+from tests.backup_support import backup_files, build_sample, connect, mutate, snapshot
 from tests.celery_support import Proc, celery_env, cli_json, flushed_redis, redis_values, run_cli, start_worker
 from tests.support.fake_supabase import FakeSupabase
 
@@ -73,6 +74,13 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, engine_urls: dict[str, 
         flushed_redis(5)
 
 
+def _change(url: str) -> None:
+    """Delete the oldest order: a change every call makes anew, whatever state earlier tests left."""
+    with connect(url) as conn:
+        oldest = conn.execute(sa.text("SELECT min(id) FROM orders")).scalar()
+        conn.execute(sa.text("DELETE FROM orders WHERE id = :id"), {"id": oldest})
+
+
 def _manifest(d: Deployment, backup_id: str) -> dict[str, Any]:
     return json.loads((d.backups / f"{backup_id}.manifest.json").read_text())
 
@@ -113,10 +121,10 @@ def test_each_recipient_restores_alone_and_a_stranger_changes_nothing(deployment
     made = run_job("dbjobs.backup", d.settings(), {"database": "lite"})
     before = snapshot(url)
     for identity in ("ops", "glass"):
-        mutate(url)
+        _change(url)
         run_job("dbjobs.restore", d.settings(identity), {"backup": made["id"], "confirmed": True})
         assert snapshot(url) == before
-    mutate(url)
+    _change(url)
     changed, files = snapshot(url), backup_files(d.backups)
 
     with pytest.raises(ConfigError, match="identity in DBJOBS_AGE_IDENTITY_FILE is not one of the recipients"):
@@ -137,7 +145,7 @@ def test_tampered_ciphertext_is_refused_before_anything_is_dropped(deployment: D
     manifest = parse_manifest((d.backups / f"{made['id']}.manifest.json").read_bytes(), "test")
     forged = dataclasses.replace(manifest, sha256=hashlib.sha256(data).hexdigest())
     write_atomic(d.backups / forged.manifest_name, forged.to_json().encode())
-    mutate(url)
+    _change(url)
     changed, files = snapshot(url), backup_files(d.backups)
 
     with pytest.raises(BackupInvalidError, match=r"cannot decrypt and authenticate.*tampered"):
@@ -161,7 +169,7 @@ def test_shared_bucket_key_rotation_and_rekey(deployment: Deployment, tmp_path: 
 
         listed = run_job("dbjobs.list_backups", restorer, {"database": "lite"})["backups"]
         assert [(b["id"], b["encrypted"], b["locations"]) for b in listed] == [(made["id"], True, ["supabase:backups"])]
-        mutate(url)
+        _change(url)
         run_job("dbjobs.restore", restorer, {"backup": made["id"], "confirmed": True})
         assert snapshot(url) == before
 
@@ -169,7 +177,7 @@ def test_shared_bucket_key_rotation_and_rekey(deployment: Deployment, tmp_path: 
                              DBJOBS_ENCRYPT_TO=d.keys["stranger"][1])
         new_backup = run_job("dbjobs.backup", rotated, {"database": "lite", "upload": True})
         assert new_backup["encryption"]["recipients"] == [d.keys["stranger"][1]]
-        mutate(url)
+        _change(url)
         run_job("dbjobs.restore", rotated, {"backup": made["id"], "confirmed": True})  # old key, old backup
         assert snapshot(url) == before
 
@@ -183,7 +191,7 @@ def test_shared_bucket_key_rotation_and_rekey(deployment: Deployment, tmp_path: 
         assert copy.encryption["recipients"] == [d.keys["stranger"][1]]  # type: ignore[index]
         assert copy.encryption["compressed_sha256"] == made["encryption"]["compressed_sha256"]  # type: ignore[index]
         assert (copy.row_counts, copy.started_at) == (made["row_counts"], made["started_at"])
-        mutate(url)
+        _change(url)
         with pytest.raises(ConfigError, match="not one of the recipients"):
             run_job("dbjobs.restore", restorer, {"backup": rekeyed["backup_id"], "confirmed": True})
         stranger = d.settings("stranger", **bucket, DBJOBS_BACKUP_DIR=str(tmp_path / "third-host"))
@@ -194,3 +202,17 @@ def test_shared_bucket_key_rotation_and_rekey(deployment: Deployment, tmp_path: 
         cleaned = run_job("dbjobs.cleanup", taker, {"database": "lite", "keep_days": 0, "min_keep": 1})
         assert rekeyed["backup_id"] in {x["id"] for x in cleaned["deleted"]}
         assert rekeyed["backup_id"] not in remote.scan().manifests and new_backup["id"] in remote.scan().complete
+
+
+def test_rekey_without_the_old_identity_changes_nothing(deployment: Deployment) -> None:
+    d = deployment
+    made = run_job("dbjobs.backup", d.settings(), {"database": "lite"})
+    files = backup_files(d.backups)
+    new_key = {"DBJOBS_ENCRYPT_TO": d.keys["stranger"][1]}
+    for identity, message in [(None, "set DBJOBS_AGE_IDENTITY_FILE"), ("stranger", "not one of the recipients")]:
+        with pytest.raises(ConfigError, match=message):
+            run_job("dbjobs.rekey", d.settings(identity, **new_key), {"backup": made["id"]})
+        assert backup_files(d.backups) == files
+    with pytest.raises(ConfigError, match="DBJOBS_ENCRYPT_TO is not set"):
+        run_job("dbjobs.rekey", d.settings("ops", DBJOBS_ENCRYPT_TO=""), {"backup": made["id"]})
+    assert backup_files(d.backups) == files
