@@ -6,8 +6,10 @@ Builds the database of bench_backup.py (`pgbench -i -s SCALE` plus the events ta
 `dbjobs_crypto_pg_<scale>`, then times our backup without encryption (the anchor) and with
 DBJOBS_ENCRYPT_TO set to two recipients, alternating the two so a busy machine slows both
 alike; best of --repeat each. Each backup runs in a child process that reports its own peak
-RSS. Then the encrypted backup is restored into `dbjobs_crypto_pg_<scale>_restore` (which
-decrypts twice: the full check before anything is touched, and the load).
+RSS and the CPU time it and its tools (pg_dump, age) used: on a saturated machine extra CPU
+shows as wall time, on an idle second core `age` runs beside the dump. Then the encrypted
+backup is restored into `dbjobs_crypto_pg_<scale>_restore` (which decrypts twice: the full
+check before anything is touched, and the load).
 
 If pyrage is importable, it also encrypts the same compressed dump with `age` and with
 pyrage's `encrypt_io`, the measurement behind using the tool. Every database it creates is
@@ -63,8 +65,9 @@ def child_main(spec: dict[str, object]) -> None:
                     keys=AgeKeys(identity_file=Path(str(spec["identity"]))))
         size = backup.manifest.size
     seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": seconds, "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "size": size}))
+    me, tools = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = me.ru_utime + me.ru_stime + tools.ru_utime + tools.ru_stime  # ours, pg_dump's and age's
+    print(json.dumps({"seconds": seconds, "rss_mib": me.ru_maxrss / 1024, "size": size, "cpu": cpu}))
 
 
 def child(spec: dict[str, object]) -> dict[str, float]:
@@ -136,6 +139,8 @@ def main() -> None:
         plain, sealed = got["plain"], got["encrypted"]
         rows.append(Row(f"pg backup time (scale {args.scale}), encrypted vs not", sealed["seconds"], plain["seconds"],
                         1.1, "s"))
+        rows.append(Row(f"pg backup CPU s (scale {args.scale}), encrypted vs not", sealed["cpu"], plain["cpu"],
+                        float("inf"), "s"))
         rows.append(Row(f"pg backup peak RSS (scale {args.scale}), encrypted", sealed["rss_mib"], 150, 1.0, "MiB"))
         rows.append(Row(f"pg backup size (scale {args.scale}), encrypted vs not", sealed["size"] / MIB,
                         plain["size"] / MIB, 1.01, "MiB"))
