@@ -216,3 +216,17 @@ def test_rekey_without_the_old_identity_changes_nothing(deployment: Deployment) 
     with pytest.raises(ConfigError, match="DBJOBS_ENCRYPT_TO is not set"):
         run_job("dbjobs.rekey", d.settings("ops", DBJOBS_ENCRYPT_TO=""), {"backup": made["id"]})
     assert backup_files(d.backups) == files
+
+
+def test_rekey_through_the_worker_that_holds_the_identity(deployment: Deployment) -> None:
+    d, url = deployment, deployment.urls["sqlite"]
+    made = run_job("dbjobs.backup", d.settings(DBJOBS_ENCRYPT_TO=d.keys["ops"][1]), {"database": "lite"})
+    before = snapshot(url)
+
+    rekeyed = cli_json(d.restore_env, d.base, "rekey", made["id"], "--wait")
+
+    assert rekeyed["changed"] and rekeyed["recipients"] == [d.keys["ops"][1], d.keys["glass"][1]]
+    assert not (d.backups / f"{made['id']}.manifest.json").exists()
+    _change(url)
+    run_job("dbjobs.restore", d.settings("glass"), {"backup": rekeyed["backup_id"], "confirmed": True})
+    assert snapshot(url) == before
