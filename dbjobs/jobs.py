@@ -109,23 +109,24 @@ def backup(settings: Settings, progress: ProgressCallback, *, database: str = "d
            output_dir: str | None = None, upload: bool = False, request_id: str | None = None) -> dict[str, Any]:
     """Full backup of one database alias into the backup directory, then (with `upload`) to Supabase Storage.
 
-    Missing Supabase settings or bucket stop the job before any work; a failed upload does not:
-    the local backup stands and the result says why the upload failed. With a `request_id` (the
-    worker passes its task id) a re-run of the same request, after a worker died between writing
-    the manifest and reporting success, returns the backup it already took instead of taking a
-    second one (and uploads it, if asked: uploads overwrite, so a repeated one is harmless).
+    Missing Supabase settings stop the job before any work. Nothing the store does can: the
+    local backup is always taken first, and a failed upload (the store down, a refused key, a
+    missing bucket) is reported in the result's `upload` and recorded for `status`, while the
+    backup stands. With a `request_id` (the worker passes its task id) a re-run of the same
+    request, after a worker died between writing the manifest and reporting success, returns the
+    backup it already took instead of taking a second one (and uploads it, if asked: uploads
+    overwrite, so a repeated one is harmless).
     """
     from dbjobs.backup import BackupResult, run_backup
     from dbjobs.catalog import find_request_backup
     from dbjobs.jobstate import recorded
     from dbjobs.sample import ensure_sample
     from dbjobs.storage import require_remote
+    from dbjobs.upload import upload_backup
 
     directory = _dir(output_dir, settings.backup_dir)
     db = settings.database(database)
     remote = require_remote(settings) if upload else None
-    if remote is not None:
-        remote.check_bucket()
     taken = find_request_backup(directory, database, request_id) if request_id else None
     created = False
     if taken is not None:
@@ -133,17 +134,13 @@ def backup(settings: Settings, progress: ProgressCallback, *, database: str = "d
     else:
         with recorded(directory, "dbjobs.backup", database):
             created = ensure_sample(settings, db)
-            done = run_backup(db, directory, progress=progress, request_id=request_id)
+            done = run_backup(db, directory, progress=progress, request_id=request_id,
+                              recipients=settings.age.recipients)
     result = done.to_dict()
     if created:
         result["sample_created"] = str(db.sqlite_path)
     if remote is not None:
-        try:
-            remote.put(done.backup.path, done.backup.manifest, progress)  # type: ignore[arg-type]
-        except DbjobsError as exc:
-            result["upload"] = {"ok": False, "location": remote.where, "error": str(exc)}
-        else:
-            result["upload"] = {"ok": True, "location": remote.where}
+        result["upload"] = upload_backup(remote, done.backup, directory, progress)
     return result
 
 
@@ -172,6 +169,7 @@ def restore(settings: Settings, progress: ProgressCallback, *, backup: str | Non
     """
     from dbjobs.catalog import ensure_local, find_backup
     from dbjobs.errors import ConfirmationRequired
+    from dbjobs.recipients import sealed
     from dbjobs.restore import run_restore, undo_restore
     from dbjobs.storage import storages
     from dbjobs.swap import Retention
@@ -189,23 +187,48 @@ def restore(settings: Settings, progress: ProgressCallback, *, backup: str | Non
     places = storages(settings, directory)
     found = find_backup(places, backup)
     db = settings.database(database or found.manifest.database)
+    sealed(found.manifest.id, found.manifest.encryption, settings.age.identity_file)  # no key: stop before a download
     found = ensure_local(found, places, directory, progress)
     retention = Retention(settings.pre_restore_keep, settings.pre_restore_days)
-    return run_restore(found, db, directory, confirmed=confirmed, progress=progress, strategy=strategy,
-                       request_id=request_id, jobs=settings.restore_jobs, retention=retention).to_dict()
+    return run_restore(found, db, directory, confirmed=confirmed, progress=progress, keys=settings.age,
+                       strategy=strategy, request_id=request_id, jobs=settings.restore_jobs,
+                       retention=retention).to_dict()
+
+
+@job("dbjobs.rekey")
+def rekey(settings: Settings, progress: ProgressCallback, *, backup: str,
+          backup_dir: str | None = None) -> dict[str, Any]:
+    """Re-encrypt a backup (id or file) to the current DBJOBS_ENCRYPT_TO, where its identity is at hand.
+
+    Run it where DBJOBS_AGE_IDENTITY_FILE opens the backup: the new backup replaces the old one
+    in every store that held it.
+    """
+    from dbjobs.catalog import find_backup
+    from dbjobs.rekey import run_rekey
+    from dbjobs.storage import storages
+
+    directory = _dir(backup_dir, settings.backup_dir)
+    places = storages(settings, directory)
+    return run_rekey(find_backup(places, backup), places, directory, settings.age, progress=progress).to_dict()
 
 
 @job("dbjobs.list_backups")
 def list_backups(settings: Settings, progress: ProgressCallback, *, backup_dir: str | None = None,
                  limit: int = 10, database: str | None = None) -> dict[str, Any]:
-    """Complete backups newest first (at most `limit`), local and remote merged, and the skipped manifests."""
-    from dbjobs.catalog import list_backups as list_all
+    """Complete backups newest first (at most `limit`), local and remote merged, and the skipped manifests.
+
+    A storage that cannot be read (the remote store down) is named under `unreadable` with its
+    error, and the backups of the others are still listed.
+    """
+    from dbjobs.catalog import list_scanned, scan_readable
     from dbjobs.storage import storages
 
     if limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {limit}")
-    backups, problems = list_all(storages(settings, _dir(backup_dir, settings.backup_dir)), database)
+    scanned, unreadable = scan_readable(storages(settings, _dir(backup_dir, settings.backup_dir)))
+    backups, problems = list_scanned(scanned, database)
     return {"backups": [b.to_dict() for b in backups[:limit]], "total": len(backups), "skipped": problems,
+            "unreadable": [u.to_dict() for u in unreadable],
             "pre_restore_copies": _pre_restore_copies(settings, [database] if database else sorted(settings.databases))}
 
 

@@ -25,6 +25,7 @@ from dbjobs.errors import BackupInvalidError, ConfigError, ConfirmationRequired,
 from dbjobs.manifest import Manifest
 from dbjobs.pipeline import decompressed_chunks, verify_file
 from dbjobs.progress import Progress, ProgressCallback, no_progress
+from dbjobs.recipients import NO_KEYS, AgeKeys, Sealed, sealed
 from dbjobs.swap import (
     Retention,
     SwapOutcome,
@@ -58,9 +59,9 @@ class RestoreResult:
                 **(self.swap.to_dict() if self.swap else {}), **({"note": self.note} if self.note else {})}
 
 
-def _load(backup: Backup, db: DatabaseURL, progress: ProgressCallback) -> None:
+def _load(backup: Backup, db: DatabaseURL, progress: ProgressCallback, opened: Sealed | None) -> None:
     connector = connector_for(db)
-    chunks = decompressed_chunks(backup.path, progress, backup.manifest.size)
+    chunks = decompressed_chunks(backup.path, progress, backup.manifest.size, sealed=opened)
     connector.restore(chunks, same_database=backup.manifest.database == db.alias)
 
 
@@ -104,12 +105,13 @@ def check_shadow(shadow: DatabaseURL, manifest: Manifest, jobs: int) -> None:
 
 
 def _swap_in(backup: Backup, db: DatabaseURL, connector: Connector, work_dir: Path, jobs: int,
-             request_id: str | None, retention: Retention, progress: ProgressCallback) -> SwapOutcome:
+             request_id: str | None, retention: Retention, progress: ProgressCallback,
+             opened: Sealed | None) -> SwapOutcome:
     manifest = backup.manifest
     assert backup.path is not None
 
     def chunks() -> Iterable[bytes]:
-        return decompressed_chunks(backup.path, progress, manifest.size)  # type: ignore[arg-type]
+        return decompressed_chunks(backup.path, progress, manifest.size, sealed=opened)  # type: ignore[arg-type]
 
     def check(shadow: DatabaseURL) -> None:
         progress(Progress("check"))
@@ -153,11 +155,13 @@ def undo_restore(db: DatabaseURL, copy: str | None = None) -> RestoreResult:
 
 def run_restore(
     backup: Backup, db: DatabaseURL, safety_dir: Path, *, confirmed: bool,
-    safety_backup: bool = True, progress: ProgressCallback = no_progress, strategy: str = "auto",
-    request_id: str | None = None, jobs: int = 1, retention: Retention | None = None,
+    safety_backup: bool = True, progress: ProgressCallback = no_progress, keys: AgeKeys = NO_KEYS,
+    strategy: str = "auto", request_id: str | None = None, jobs: int = 1, retention: Retention | None = None,
 ) -> RestoreResult:
     """Restore `backup` into `db`; on failure the database is as it was, and the error says so.
 
+    An encrypted backup needs `keys.identity_file`, and is decrypted and checked in full before
+    anything is touched; the safety backup is encrypted to `keys.recipients` like any other.
     `strategy` auto swaps where the database allows it and otherwise restores in place, saying why
     in the result's note. A `request_id` lets the re-run of a killed request complete its swap.
     """
@@ -166,7 +170,8 @@ def run_restore(
         raise BackupInvalidError(
             f"{manifest.id} is a {manifest.engine} backup; database {db.alias!r} is {db.engine}: refused"
         )
-    verify_file(backup.path, manifest.size, manifest.sha256, progress)
+    opened = sealed(manifest.id, manifest.encryption, keys.identity_file)
+    verify_file(backup.path, manifest.size, manifest.sha256, progress, sealed=opened)
     if not confirmed:
         raise ConfirmationRequired(f"restoring {manifest.id} replaces everything in {db.alias!r}; confirm (--yes)")
     start = time.monotonic()
@@ -180,20 +185,21 @@ def run_restore(
     if chosen == "swap":
         progress(Progress("restore", 0, manifest.size))
         outcome = _swap_in(backup, db, connector, safety_dir / f".restore-{db.alias}", jobs, request_id,
-                           retention or Retention(), progress)
+                           retention or Retention(), progress, opened)
         return RestoreResult(manifest.id, db.alias, None, time.monotonic() - start, "swap", outcome)
     safety = None
     if safety_backup and existing:
         progress(Progress("safety-backup"))
-        safety = run_backup(db, safety_dir, kind="safety", note=f"before restoring {manifest.id}").backup
+        safety = run_backup(db, safety_dir, kind="safety", note=f"before restoring {manifest.id}",
+                            recipients=keys.recipients).backup
     progress(Progress("restore", 0, manifest.size))
     try:
-        _load(backup, db, progress)
+        _load(backup, db, progress, opened)
     except Exception as exc:  # any failure (a bug, a time limit) leaves a half-loaded MySQL: put it back
         if db.engine in TRANSACTIONAL or safety is None:
             raise
         try:
-            _load(safety, db, no_progress)
+            _load(safety, db, no_progress, sealed(safety.manifest.id, safety.manifest.encryption, keys.identity_file))
         except Exception as undo:
             raise RestoreError(
                 f"{exc}; putting back safety backup {safety.manifest.id} also failed ({undo}): restore it by hand"

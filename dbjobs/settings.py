@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dbjobs.errors import ConfigError, UnknownDatabaseError
+from dbjobs.recipients import NO_KEYS, AgeKeys, load_keys
 
 if TYPE_CHECKING:
     from dbjobs.dburl import DatabaseURL
@@ -50,6 +51,9 @@ class Settings:
     restore_jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
     pre_restore_keep: int = 1
     pre_restore_days: float = 7.0
+    supabase_retry_seconds: float = 60.0
+    supabase_chunk_mb: float = 128.0
+    age: AgeKeys = NO_KEYS  # DBJOBS_ENCRYPT_TO / DBJOBS_AGE_IDENTITY_FILE
 
     def database_url(self, alias: str) -> str:
         """The URL of a configured alias; an unknown alias is a user error, not a KeyError."""
@@ -184,6 +188,9 @@ def load_settings(
         keep_days=keep_days,
         min_keep=min_keep,
         env=environment,
+        supabase_retry_seconds=_positive(env, "SUPABASE_RETRY_SECONDS", 60),
+        supabase_chunk_mb=_positive(env, "SUPABASE_CHUNK_MB", 128),
+        age=load_keys(env),
         **_worker_limits(env),
         **_restore_settings(env),
     )
