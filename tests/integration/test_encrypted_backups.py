@@ -110,10 +110,19 @@ def test_a_worker_without_the_identity_backs_up_but_cannot_restore(deployment: D
     restored = cli_json(d.restore_env, d.base, "restore", made["id"], "--yes", "--wait")
 
     assert snapshot(url) == before
-    assert _manifest(d, restored["safety_backup_id"])["encryption"]["recipients"] == made["encryption"]["recipients"]
+    if restored["strategy"] == "swap":  # PostgreSQL keeps the replaced database itself: no dump to encrypt
+        assert restored["safety_backup_id"] is None and snapshot(_copy_url(url, restored)) == changed
+    else:
+        safety = _manifest(d, restored["safety_backup_id"])
+        assert safety["encryption"]["recipients"] == made["encryption"]["recipients"]
     for env in (d.backup_env, d.restore_env):
         queued = redis_values(env["DBJOBS_BROKER_URL"])
         assert "AGE-SECRET-KEY" not in queued and str(d.keys["ops"][0]) not in queued
+
+
+def _copy_url(url: str, restored: dict) -> str:
+    """The URL of the pre-restore copy a swap restore of `url` set aside."""
+    return url.rsplit("/", 1)[0] + "/" + restored["pre_restore_copy"]
 
 
 def test_each_recipient_restores_alone_and_a_stranger_changes_nothing(deployment: Deployment) -> None:
