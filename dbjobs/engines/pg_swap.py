@@ -1,8 +1,8 @@
 """PostgreSQL's swap restore: a shadow database shaped like the target, `pg_restore -j` into it, a rename swap.
 
 The shadow is created from `template0` with the target's owner, encoding, collation, locale
-provider, tablespace and connection limit, and given the target's database grants and
-`ALTER DATABASE ... SET` settings (a dump without `--create` carries none of these). The swap
+provider, tablespace, connection limit and database grants; the target's `ALTER DATABASE ... SET`
+settings follow once it is loaded and checked (a dump without `--create` carries none of these). The swap
 closes the target to new connections, ends its sessions, and renames both databases in one
 transaction: PostgreSQL either commits both renames or neither. The old target keeps its data
 and oid under the pre-restore name. Markers are database comments; the target's own comment
@@ -36,8 +36,9 @@ LIST_GUCS = frozenset({"search_path", "temp_tablespaces", "session_preload_libra
 SESSION_WAIT = 10.0  # seconds the target's sessions get to end before the swap gives up (target reopened)
 SHAPE = """
     SELECT pg_get_userbyid(d.datdba) AS owner, pg_encoding_to_char(d.encoding) AS encoding,
-           d.datcollate, d.datctype, d.datlocprovider, d.daticulocale, t.spcname, d.datconnlimit,
-           d.datacl IS NOT NULL AS has_acl
+           d.datcollate, d.datctype, to_jsonb(d) ->> 'datlocprovider' AS provider,
+           coalesce(to_jsonb(d) ->> 'daticulocale', to_jsonb(d) ->> 'datlocale') AS locale,
+           t.spcname, d.datconnlimit, d.datacl IS NOT NULL AS has_acl
     FROM pg_database d JOIN pg_tablespace t ON t.oid = d.dattablespace WHERE d.datname = :name
 """
 ACL = """
@@ -131,8 +132,8 @@ class PostgresSwapSite(SwapSite):
     def create_shadow(self, target: str, shadow: str, marker: Marker) -> None:
         with self.admin() as conn:
             shape = conn.execute(text(SHAPE), {"name": target}).mappings().one()
-            locale = (f" LOCALE_PROVIDER icu ICU_LOCALE {literal(shape['daticulocale'])}"
-                      if shape["datlocprovider"] == "i" else "")
+            provider = {"i": "icu ICU_LOCALE", "b": "builtin BUILTIN_LOCALE"}.get(shape["provider"] or "c")
+            locale = f" LOCALE_PROVIDER {provider} {literal(shape['locale'])}" if provider else ""
             ddl(conn, (
                 f"CREATE DATABASE {ident(shadow)} TEMPLATE template0 OWNER {ident(shape['owner'])} "
                 f"ENCODING {literal(shape['encoding'])} LC_COLLATE {literal(shape['datcollate'])} "
