@@ -262,6 +262,8 @@ def render_cleanup(r: dict[str, Any]) -> str:
     lines += [f"{'removed' if not r['dry_run'] else 'would remove'} unfinished file {p} (untouched for a day)"
               for p in r["stale_partials"]]
     lines += [f"skipped: {p}" for p in r["skipped"]]
+    lines += [f"refused      every backup of {db} would go: cleanup refuses that without --allow-empty"
+              for db in r.get("emptied", [])]
     lines.append(f"{len(r['deleted'])} backup(s) {summary} ({human_size(r['freed_bytes'])}), {len(r['kept'])} kept"
                  + (" (dry run: nothing was changed)" if r["dry_run"] else ""))
     return "\n".join(lines)
@@ -271,7 +273,8 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     """Submit `dbjobs.cleanup`; unset keep options fall back to BACKUP_KEEP_DAYS/BACKUP_MIN_KEEP in the job."""
     kwargs = {"database": args.database, "backup_dir": args.backup_dir, "keep_days": args.keep_days,
               "min_keep": args.min_keep, "keep_last": args.keep_last, "keep_daily": args.keep_daily,
-              "keep_weekly": args.keep_weekly, "keep_monthly": args.keep_monthly, "dry_run": args.dry_run}
+              "keep_weekly": args.keep_weekly, "keep_monthly": args.keep_monthly, "dry_run": args.dry_run,
+              "allow_empty": args.allow_empty}
     return submit(args, "dbjobs.cleanup", kwargs, render_cleanup)
 
 
@@ -281,9 +284,23 @@ def render_status(r: dict[str, Any]) -> str:
     for db in r["databases"]:
         state = (f"{db['engine']} {db['version']}, {human_size(db['size'])}" if db["reachable"]
                  else f"UNREACHABLE: {db['error']}")
-        b = r["backups"]["databases"].get(db["alias"], {})
-        newest = f"newest {b['newest_age_hours']} h old" if b.get("newest") else "no backup"
-        lines.append(f"database {db['alias']:<12} {state}; {b.get('count', 0)} backups, {newest}")
+        b = r["backups"]["databases"].get(db["alias"])
+        if b is None:
+            backups = "scratch alias of restore drills"
+        else:
+            kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(b["kinds"].items())) or "none"
+            newest = f"newest full {b['newest_age_hours']} h old" if b["newest"] else "no full backup"
+            backups = f"{b['count']} backups ({kinds}), {newest}"
+        lines.append(f"database {db['alias']:<12} {state}; {backups}")
+    for alias, d in r.get("drills", {}).items():
+        last = d["last"]
+        outcome = (f"{'ok' if last['ok'] else 'FAILED'} at {last['finished_at'][:19].replace('T', ' ')}" if last
+                   else "never ran")
+        into = f" into {d['into']}" if d["into"] else ""
+        lines.append(f"drill    {alias:<12} last restore drill{into}: {outcome}")
+    ignored = r.get("jobs", {}).get("ignored_aliases") or []
+    if ignored:
+        lines.append(f"ignored  job records of aliases no longer configured: {', '.join(ignored)}")
     lines.append(f"backups  {r['backups']['count']} in all, {human_size(r['backups']['total_size'])}; "
                  f"disk {r['disk']['free_percent']}% free ({human_size(r['disk']['free'])}) at {r['disk']['path']}")
     broker = r.get("broker", {})
@@ -466,6 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--database", metavar="ALIAS", help="only clean backups of this alias (default: all)")
     p.add_argument("--dry-run", action="store_true",
                    help="change nothing; show what would be deleted and why each kept backup is kept")
+    p.add_argument("--allow-empty", action="store_true",
+                   help="allow deleting every backup of a database (otherwise such a cleanup is refused)")
     job_options(p)
     p.set_defaults(handler=cmd_cleanup)
 

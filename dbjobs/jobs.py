@@ -106,7 +106,8 @@ def _dir(value: str | None, default: Path) -> Path:
 
 @job("dbjobs.backup", locks_database=True)
 def backup(settings: Settings, progress: ProgressCallback, *, database: str = "default",
-           output_dir: str | None = None, upload: bool = False, request_id: str | None = None) -> dict[str, Any]:
+           output_dir: str | None = None, upload: bool = False, request_id: str | None = None,
+           kind: str = "full") -> dict[str, Any]:
     """Full backup of one database alias into the backup directory, then (with `upload`) to Supabase Storage.
 
     Missing Supabase settings or bucket stop the job before any work; a failed upload does not:
@@ -114,13 +115,17 @@ def backup(settings: Settings, progress: ProgressCallback, *, database: str = "d
     worker passes its task id) a re-run of the same request, after a worker died between writing
     the manifest and reporting success, returns the backup it already took instead of taking a
     second one (and uploads it, if asked: uploads overwrite, so a repeated one is harmless).
+    `kind` marks copies dbjobs takes by itself (`pre-migration`), which retention keeps apart.
     """
     from dbjobs.backup import BackupResult, run_backup
     from dbjobs.catalog import find_request_backup
     from dbjobs.jobstate import recorded
+    from dbjobs.retention import KINDS
     from dbjobs.sample import ensure_sample
     from dbjobs.storage import require_remote
 
+    if kind not in KINDS:
+        raise ConfigError(f"backup kind must be one of {', '.join(KINDS)}, got {kind!r}")
     directory = _dir(output_dir, settings.backup_dir)
     db = settings.database(database)
     remote = require_remote(settings) if upload else None
@@ -133,7 +138,7 @@ def backup(settings: Settings, progress: ProgressCallback, *, database: str = "d
     else:
         with recorded(directory, "dbjobs.backup", database):
             created = ensure_sample(settings, db)
-            done = run_backup(db, directory, progress=progress, request_id=request_id)
+            done = run_backup(db, directory, progress=progress, request_id=request_id, kind=kind)
     result = done.to_dict()
     if created:
         result["sample_created"] = str(db.sqlite_path)
@@ -191,7 +196,8 @@ def list_backups(settings: Settings, progress: ProgressCallback, *, backup_dir: 
 
 def _backup_first(settings: Settings, progress: ProgressCallback, database: str, wanted: bool) -> dict | None:
     """The `--backup` option of the schema jobs: a full backup before anything changes."""
-    return run_job("dbjobs.backup", settings, {"database": database}, progress) if wanted else None
+    kwargs = {"database": database, "kind": "pre-migration"}
+    return run_job("dbjobs.backup", settings, kwargs, progress) if wanted else None
 
 
 @job("dbjobs.detect_migrations", locks_database=True)
@@ -238,8 +244,12 @@ def apply_migration(settings: Settings, progress: ProgressCallback, *, file: str
 def cleanup(settings: Settings, progress: ProgressCallback, *, database: str | None = None,
             backup_dir: str | None = None, keep_days: int | None = None, min_keep: int | None = None,
             keep_last: int = 0, keep_daily: int = 0, keep_weekly: int = 0, keep_monthly: int = 0,
-            dry_run: bool = False) -> dict[str, Any]:
-    """Apply retention to the local directory and the shared remote store (defaults: BACKUP_KEEP_DAYS/MIN_KEEP)."""
+            dry_run: bool = False, allow_empty: bool = False) -> dict[str, Any]:
+    """Apply retention to the local directory and the shared remote store (defaults: BACKUP_KEEP_DAYS/MIN_KEEP).
+
+    Safety and pre-migration copies follow their own short rule; leaving a database with no
+    backup at all needs `allow_empty`.
+    """
     from dbjobs.cleanup import run_cleanup
     from dbjobs.jobstate import recorded
     from dbjobs.retention import Rule
@@ -252,13 +262,16 @@ def cleanup(settings: Settings, progress: ProgressCallback, *, database: str | N
     outcome = contextlib.nullcontext() if dry_run else recorded(directory, "dbjobs.cleanup", database or "all")
     with outcome:
         return run_cleanup(storages(settings, directory), rule, datetime.now(UTC), database=database,
-                           dry_run=dry_run, progress=progress).to_dict()
+                           dry_run=dry_run, allow_empty=allow_empty, progress=progress).to_dict()
 
 
 @job("dbjobs.status")
 def status(settings: Settings, progress: ProgressCallback, *, database: str | None = None,
            backup_dir: str | None = None, min_free_percent: float = 10.0) -> dict[str, Any]:
-    """Health of the databases (all aliases, or one), their backups, the backup disk and the last jobs."""
+    """Health of the databases (all aliases, or one), their backups, drills, the backup disk and the last jobs.
+
+    Scratch aliases that drills restore into are not expected to have backups of their own.
+    """
     from dbjobs import status as report
     from dbjobs.jobstate import outcomes
     from dbjobs.storage import storages
@@ -267,14 +280,21 @@ def status(settings: Settings, progress: ProgressCallback, *, database: str | No
         raise ConfigError(f"--min-free-percent must be between 0 and 100, got {min_free_percent}")
     aliases = [database] if database else sorted(settings.databases)
     dbs = [settings.database(alias) for alias in aliases]
+    drills = settings.drill_targets()
+    scratch = set(drills.values())
     directory = _dir(backup_dir, settings.backup_dir)
     backups, storage = report.storage_section(storages(settings, directory))
+    backups = [b for b in backups if b.manifest.database in aliases]
     probe = report.schema_probe(settings.schema_dir)
+    recorded = outcomes(directory)
     return report.build_report({
         "databases": report.combine([report.database_section(db) for db in dbs]),
         "schema": report.combine([report.schema_section(db, probe) for db in dbs]),
-        "backups": report.backups_section(backups, aliases, datetime.now(UTC), settings.backup_interval_hours),
+        "backups": report.backups_section(backups, [a for a in aliases if a not in scratch], datetime.now(UTC),
+                                          settings.backup_interval_hours),
         "storage": storage,
         "disk": report.disk_section(directory, min_free_percent),
-        "jobs": report.jobs_section(outcomes(directory)),
+        "jobs": report.jobs_section(recorded, aliases, settings.databases),
+        "drills": report.drills_section(recorded, {a: drills[a] for a in aliases if a in drills}, aliases,
+                                        datetime.now(UTC), settings.verify_interval_hours),
     })

@@ -232,6 +232,11 @@ class SupabaseStorage:
         with self._api("download"):
             return receive(self._chunks(manifest.file), manifest, directory, progress)
 
+    def read_dump(self, manifest: Manifest) -> Iterator[bytes]:
+        """The object's bytes, streamed (resuming like a download), for verify to re-hash in place."""
+        with self._api("download"):
+            yield from self._chunks(manifest.file)
+
     def delete(self, backup_ids: Sequence[str]) -> None:
         """Remove dumps, then their manifests, in batches; Supabase ignores names that are gone."""
         with self._api("delete"):
