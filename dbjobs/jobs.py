@@ -29,8 +29,9 @@ TargetFunction = Callable[[Settings, dict[str, Any]], str]
 class Job:
     """A registered job: its public name, function, and whether it needs the database's lock.
 
-    `target` names the alias a locking job works on when its arguments do not say it directly
-    (a restore without `--database` targets the alias its backup was taken from).
+    `target` names the alias a locking job works on when `database` is not simply it (a restore
+    without `--database` targets the alias its backup was taken from; a deep verify locks the
+    scratch alias it restores into, a plain one nothing: None).
     """
 
     name: str
@@ -86,9 +87,9 @@ def locked_alias(name: str, settings: Settings, kwargs: dict[str, Any]) -> str |
     if not entry.locks_database:
         return None
     arguments = _arguments(entry, settings, kwargs, no_progress)
-    alias = arguments.get("database")
+    alias = entry.target(settings, arguments) if entry.target else arguments.get("database") or "default"
     if alias is None:
-        alias = entry.target(settings, arguments) if entry.target else "default"
+        return None
     settings.database_url(alias)
     return alias
 
@@ -157,17 +158,20 @@ def _restore_target(settings: Settings, arguments: dict[str, Any]) -> str:
     from dbjobs.catalog import find_backup
     from dbjobs.storage import storages
 
+    if arguments["database"]:
+        return str(arguments["database"])
     places = storages(settings, _dir(arguments["backup_dir"], settings.backup_dir))
     return find_backup(places, arguments["backup"]).manifest.database
 
 
 @job("dbjobs.restore", locks_database=True, target=_restore_target)
 def restore(settings: Settings, progress: ProgressCallback, *, backup: str, database: str | None = None,
-            backup_dir: str | None = None, confirmed: bool = False) -> dict[str, Any]:
+            backup_dir: str | None = None, confirmed: bool = False, create: bool = False) -> dict[str, Any]:
     """Restore a backup (id or file) into an alias: the backup's own alias unless another is named.
 
     An id is looked up locally and in Supabase Storage; a remote-only backup is downloaded into
-    the backup directory and verified first.
+    the backup directory and verified first. A PostgreSQL or MariaDB target that does not exist
+    is refused, or with `create` created empty first.
     """
     from dbjobs.catalog import ensure_local, find_backup
     from dbjobs.restore import run_restore
@@ -178,20 +182,61 @@ def restore(settings: Settings, progress: ProgressCallback, *, backup: str, data
     found = find_backup(places, backup)
     db = settings.database(database or found.manifest.database)
     found = ensure_local(found, places, directory, progress)
+    if confirmed and found.manifest.engine == db.engine:  # another engine's backup is refused by run_restore
+        from dbjobs.provision import ensure_target
+
+        ensure_target(db, create=create)
     return run_restore(found, db, directory, confirmed=confirmed, progress=progress).to_dict()
+
+
+@job("dbjobs.restore_preview")
+def restore_preview(settings: Settings, progress: ProgressCallback, *, backup: str, database: str | None = None,
+                    backup_dir: str | None = None) -> dict[str, Any]:
+    """Find and verify a backup and describe the target a restore would replace: what the CLI asks about.
+
+    Changes nothing. The copy that would be restored is re-hashed (this host's file, else the
+    remote object where it is), so the question is only asked about a backup known good.
+    """
+    from dbjobs.catalog import find_backup
+    from dbjobs.provision import describe
+    from dbjobs.storage import LocalStorage, storages
+    from dbjobs.verify import check_copy
+
+    places = storages(settings, _dir(backup_dir, settings.backup_dir))
+    found = find_backup(places, backup)
+    db = settings.database(database or found.manifest.database)
+    source = (LocalStorage(found.path.parent) if found.path is not None
+              else next(s for s in places if s.where in found.remotes))
+    checked = check_copy(source, found.manifest, True, progress)
+    if checked.state != "ok":
+        from dbjobs.errors import BackupInvalidError
+
+        raise BackupInvalidError(f"{found.manifest.id} in {checked.where} is {checked.state} ({checked.detail}); "
+                                 "nothing was restored")
+    m = found.manifest
+    return {"backup": {"id": m.id, "database": m.database, "engine": m.engine, "kind": m.kind,
+                       "finished_at": m.finished_at, "size": m.size, "verified_in": checked.where},
+            "target": describe(db)}
 
 
 @job("dbjobs.list_backups")
 def list_backups(settings: Settings, progress: ProgressCallback, *, backup_dir: str | None = None,
                  limit: int = 10, database: str | None = None) -> dict[str, Any]:
-    """Complete backups newest first (at most `limit`), local and remote merged, and the skipped manifests."""
+    """Complete backups newest first (at most `limit`), local and remote merged, and the skipped manifests.
+
+    Each row carries its kind and its checksum state: what the last `verify` found (ok, damaged,
+    missing, and when), or `never checked`.
+    """
     from dbjobs.catalog import list_backups as list_all
     from dbjobs.storage import storages
+    from dbjobs.verify import checksum_state
 
     if limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {limit}")
-    backups, problems = list_all(storages(settings, _dir(backup_dir, settings.backup_dir)), database)
-    return {"backups": [b.to_dict() for b in backups[:limit]], "total": len(backups), "skipped": problems}
+    directory = _dir(backup_dir, settings.backup_dir)
+    backups, problems = list_all(storages(settings, directory), database)
+    rows = [{**b.to_dict(), "checksum": checksum_state(directory, b)} for b in backups[:limit]]
+    return {"backups": rows, "total": len(backups), "skipped": problems}
 
 
 def _backup_first(settings: Settings, progress: ProgressCallback, database: str, wanted: bool) -> dict | None:
@@ -298,3 +343,66 @@ def status(settings: Settings, progress: ProgressCallback, *, database: str | No
         "drills": report.drills_section(recorded, {a: drills[a] for a in aliases if a in drills}, aliases,
                                         datetime.now(UTC), settings.verify_interval_hours),
     })
+
+
+def _drill_into(settings: Settings, arguments: dict[str, Any]) -> str | None:
+    """The scratch alias a deep verify restores into (None for a plain verify): `into`, else BACKUP_VERIFY_INTO's.
+
+    Never the alias the backup was taken from: a drill replaces its target's contents.
+    """
+    from dbjobs.catalog import find_backup
+    from dbjobs.storage import storages
+
+    if not arguments["deep"]:
+        return None
+    source = arguments["database"] or "default"
+    if arguments["backup"]:
+        places = storages(settings, _dir(arguments["backup_dir"], settings.backup_dir))
+        source = find_backup(places, arguments["backup"]).manifest.database
+    into = arguments["into"] or settings.drill_targets().get(source)
+    if not into:
+        raise ConfigError(f"--deep needs --into ALIAS, a scratch database to restore {source!r} into "
+                          "(or set BACKUP_VERIFY_INTO)")
+    settings.database_url(into)
+    if into == source:
+        raise ConfigError(f"--into {into!r} is the database the backup was taken from: a drill replaces the "
+                          "contents of its target, so name a scratch alias")
+    return str(into)
+
+
+@job("dbjobs.verify", locks_database=True, target=_drill_into)
+def verify(settings: Settings, progress: ProgressCallback, *, backup: str | None = None,
+           database: str | None = None, deep: bool = False, into: str | None = None,
+           backup_dir: str | None = None) -> dict[str, Any]:
+    """Re-hash backups where they are kept (all, `database`'s, or `backup`); with `deep`, drill a restore.
+
+    A drill restores `backup` (default: the newest full backup of `database`, or of `default`)
+    into the scratch alias `into` through the restore job, then checks every table's row count
+    and the schema fingerprint against the manifest. Damage and failed drills are results
+    (`ok: false`), recorded for `status`; only bad arguments and unreadable storages raise.
+    """
+    from dbjobs import verify as checks
+    from dbjobs.catalog import find_backup
+    from dbjobs.schema.snapshot import fingerprint
+    from dbjobs.storage import storages
+
+    directory = _dir(backup_dir, settings.backup_dir)
+    places = storages(settings, directory)
+    if not deep:
+        if into:
+            raise ConfigError("--into is for --deep drills; a plain verify restores nothing")
+        verified, skipped = checks.verify_backups(places, directory, ref=backup, database=database,
+                                                  progress=progress)
+        counts = {state: sum(v.state == state for v in verified) for state in checks.STATES}
+        return {"deep": False, "backups": [v.to_dict() for v in verified], "skipped": skipped, **counts,
+                "ok_all": counts["damaged"] == counts["missing"] == 0}
+    target = _drill_into(settings, {"deep": True, "database": database, "backup": backup, "into": into,
+                                    "backup_dir": backup_dir})
+    found = find_backup(places, backup) if backup else checks.newest_full(places, database or "default")
+
+    def restore(backup_id: str, alias: str) -> dict[str, Any]:
+        return run_job("dbjobs.restore", settings, {"backup": backup_id, "database": alias,
+                                                    "backup_dir": str(directory), "confirmed": True}, progress)
+
+    result = checks.drill(found, places, settings.database(str(target)), directory, restore, fingerprint, progress)
+    return {"deep": True, **result.to_dict(), "ok_all": result.ok}
