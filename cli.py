@@ -125,10 +125,10 @@ def checksum_cell(c: dict[str, Any]) -> str:
 
 def render_list(r: dict[str, Any]) -> str:
     lines = [f"{'ID':<44} {'FINISHED (UTC)':<20} {'DATABASE':<12} {'ENGINE':<10} {'KIND':<13} {'SIZE':>10}  "
-             f"{'CHECKSUM':<24} LOCATION"]
+             f"{'CHECKSUM':<25} LOCATION"]
     for b in r["backups"]:
         lines.append(f"{b['id']:<44} {utc(b['finished_at']):<20} {b['database']:<12} {b['engine']:<10} "
-                     f"{b['kind']:<13} {human_size(b['size']):>10}  {checksum_cell(b['checksum']):<24} {b['location']}")
+                     f"{b['kind']:<13} {human_size(b['size']):>10}  {checksum_cell(b['checksum']):<25} {b['location']}")
     if not r["backups"]:
         lines = ["no backups found"]
     lines.append(f"{len(r['backups'])} of {r['total']} backups shown")

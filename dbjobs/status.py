@@ -29,7 +29,7 @@ from dbjobs.storage.base import Storage
 Level = Literal["ok", "warning", "critical"]
 LEVELS: tuple[Level, ...] = ("ok", "warning", "critical")
 EXIT_CODES: dict[str, int] = {"ok": 0, "warning": 1, "critical": 2}
-CRITICAL_JOBS = frozenset({"dbjobs.backup"})
+CRITICAL_JOBS = frozenset({"dbjobs.backup", "dbjobs.verify"})  # no backup, or a damaged or missing one
 OWN_SECTION = frozenset({DRILL_JOB})
 
 
@@ -184,7 +184,7 @@ def _finished(o: JobOutcome) -> datetime:
 
 def jobs_section(outcomes: Sequence[JobOutcome], aliases: Sequence[str] | None = None,
                  known: Collection[str] | None = None) -> Section:
-    """The newest run of each job per alias; a failed backup is critical, any other failed job a warning.
+    """The newest run of each job per alias; a failed backup or verify (damage found) is critical, other jobs warn.
 
     Drills have their own section (`drills_section`). Without `aliases` every recorded alias counts.
     """

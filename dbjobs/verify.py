@@ -150,7 +150,8 @@ def verify_backups(storages: Sequence[Storage], state_dir: Path, *, ref: str | N
     results.sort(key=lambda v: (v.manifest.finished, v.manifest.id), reverse=True)
     for v in results:
         remember(state_dir, v)
-    _record_per_alias(state_dir, results)
+    if ref is None:  # one backup checked says nothing of the alias's others: only a full pass is its outcome
+        _record_per_alias(state_dir, results)
     return results, skipped
 
 

@@ -73,6 +73,13 @@ def test_good_damaged_and_missing_backups_here_and_remote(host, tmp_path, monkey
         assert ("ok", remote_bad, str(host)) in lines and ("DAMAGED", remote_bad, "supabase:backups") in lines
         assert "SHA-256 does not match the manifest" in out and "the manifest is there but the dump is gone" in out
         assert out.splitlines()[-1] == "5 backup(s) checked: 2 ok, 2 damaged, 1 missing"
+        report = run_job("dbjobs.status", load_settings(), {})
+        check = next(c for c in report["checks"] if c["name"] == "job:dbjobs.verify:default")
+        assert check["level"] == "critical" and f"{damaged} damaged" in check["message"]
+        assert cli.main(["verify", good]) == 0  # one good backup checked does not clear what a full pass found
+        assert "job:dbjobs.verify:default" in {c["name"] for c in run_job("dbjobs.status", load_settings(), {})[
+            "checks"]}
+        capsys.readouterr()
 
         assert cli.main(["list-backups", "--json"]) == 0
         states = {b["id"]: b["checksum"]["state"] for b in json.loads(capsys.readouterr().out)["backups"]}
