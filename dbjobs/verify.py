@@ -135,7 +135,8 @@ def verify_backups(storages: Sequence[Storage], state_dir: Path, *, ref: str | N
     copies: dict[str, tuple[Manifest, list[CopyCheck]]] = {}
     skipped: list[str] = []
     done = 0
-    for storage, backup_id, present in _wanted(storages, ref, database):
+    wanted = _wanted(storages, ref, database)
+    for storage, backup_id, present in wanted:
         try:
             manifest = from_manifest(storage, backup_id, storage.read_manifest(backup_id)).manifest
         except (DbjobsError, OSError) as exc:
@@ -152,7 +153,16 @@ def verify_backups(storages: Sequence[Storage], state_dir: Path, *, ref: str | N
         remember(state_dir, v)
     if ref is None:  # one backup checked says nothing of the alias's others: only a full pass is its outcome
         _record_per_alias(state_dir, results)
+    if ref is None and database is None:
+        _forget_deleted(state_dir, {backup_id for _, backup_id, _ in wanted})
     return results, skipped
+
+
+def _forget_deleted(state_dir: Path, present: set[str]) -> None:
+    """Drop the remembered checks of backups no storage holds any more (cleanup deleted them)."""
+    for path in (state_dir / CHECKS_DIR).glob("*.json"):
+        if path.stem not in present:
+            path.unlink(missing_ok=True)
 
 
 def _record_per_alias(state_dir: Path, results: Sequence[Verified]) -> None:

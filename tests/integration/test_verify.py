@@ -94,6 +94,10 @@ def test_good_damaged_and_missing_backups_here_and_remote(host, tmp_path, monkey
         assert [b["id"] for b in one["backups"]] == [good] and one["ok_all"] is True
         # what `verify` found never changed a backup: the damaged file is still there for an operator to inspect
         assert (host / f"{damaged}.dump.zst").exists() and (host / f"{missing}.manifest.json").exists()
+        LocalStorage(host).delete([damaged])  # gone (as cleanup deletes): the next full pass forgets its check
+        assert cli.main(["verify"]) == 1
+        checks = host / ".checksums"
+        assert not (checks / f"{damaged}.json").exists() and (checks / f"{good}.json").exists()
 
 
 def test_verify_of_an_unknown_backup_is_one_line_and_json_under_json(host, capsys):
