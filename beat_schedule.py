@@ -2,7 +2,7 @@
 `BACKUP_INTERVAL_HOURS`, a cleanup of its backups every `BACKUP_CLEANUP_INTERVAL_DAYS`, and,
 with `BACKUP_VERIFY_INTERVAL_HOURS`, a restore drill of its newest backup into its scratch
 alias (`BACKUP_VERIFY_INTO`). Scratch aliases are not backed up (a drill overwrites them), but
-are cleaned up: that removes the safety copies the drills' restores take of them.
+are cleaned up like every alias (a restore by hand into one leaves a safety copy).
 
 Pure data (no Celery import), so it is tested without a broker. Each message expires after one
 interval: when workers were down, a backlog of identical backups is not run all at once. With

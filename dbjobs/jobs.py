@@ -166,12 +166,14 @@ def _restore_target(settings: Settings, arguments: dict[str, Any]) -> str:
 
 @job("dbjobs.restore", locks_database=True, target=_restore_target)
 def restore(settings: Settings, progress: ProgressCallback, *, backup: str, database: str | None = None,
-            backup_dir: str | None = None, confirmed: bool = False, create: bool = False) -> dict[str, Any]:
+            backup_dir: str | None = None, confirmed: bool = False, create: bool = False,
+            safety_backup: bool = True) -> dict[str, Any]:
     """Restore a backup (id or file) into an alias: the backup's own alias unless another is named.
 
     An id is looked up locally and in Supabase Storage; a remote-only backup is downloaded into
     the backup directory and verified first. A PostgreSQL or MariaDB target that does not exist
-    is refused, or with `create` created empty first.
+    is refused, or with `create` created empty first. `safety_backup=False` is for scratch
+    targets whose contents nobody needs back (restore drills): no safety copy is taken.
     """
     from dbjobs.catalog import ensure_local, find_backup
     from dbjobs.restore import run_restore
@@ -186,7 +188,8 @@ def restore(settings: Settings, progress: ProgressCallback, *, backup: str, data
         from dbjobs.provision import ensure_target
 
         ensure_target(db, create=create)
-    return run_restore(found, db, directory, confirmed=confirmed, progress=progress).to_dict()
+    return run_restore(found, db, directory, confirmed=confirmed, safety_backup=safety_backup,
+                       progress=progress).to_dict()
 
 
 @job("dbjobs.restore_preview")
@@ -401,7 +404,7 @@ def verify(settings: Settings, progress: ProgressCallback, *, backup: str | None
     found = find_backup(places, backup) if backup else checks.newest_full(places, database or "default")
 
     def restore(backup_id: str, alias: str) -> dict[str, Any]:
-        return run_job("dbjobs.restore", settings, {"backup": backup_id, "database": alias,
+        return run_job("dbjobs.restore", settings, {"backup": backup_id, "database": alias, "safety_backup": False,
                                                     "backup_dir": str(directory), "confirmed": True}, progress)
 
     result = checks.drill(found, places, settings.database(str(target)), directory, restore, fingerprint, progress)

@@ -143,6 +143,7 @@ def test_deep_drill_passes_then_fails_on_altered_row_counts_on_every_engine(sour
     assert "rows      200 in 2 tables, every count as in the manifest" in out
     assert "schema    fingerprint matches" in out
     assert row_counts(scratch) == taken["row_counts"] and snapshot(source) == before
+    assert not list((tmp_path / "backups").glob("scratch-*"))  # no safety copy of a disposable scratch database
 
     directory = tmp_path / "backups"
     manifest = find_backup([LocalStorage(directory)], taken["id"]).manifest
