@@ -20,16 +20,12 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from dbjobs.catalog import Backup, list_scanned
 from dbjobs.errors import DbjobsError
 from dbjobs.jobstate import DRILL_JOB, JobOutcome, outcomes
-from dbjobs.status import latest_outcomes
+from dbjobs.status import finished_time, latest_outcomes
 from dbjobs.storage.base import Scan, Storage
 from dbjobs.verify import VERIFY_JOB
 
 PREFIX = "dbjobs_"
 LAST_OUTCOMES = {VERIFY_JOB: "verify", DRILL_JOB: "drill", "dbjobs.cleanup": "cleanup"}
-
-
-def _seconds(iso: str) -> float:
-    return datetime.fromisoformat(iso).timestamp()
 
 
 def _gauge(name: str, documentation: str, labels: Sequence[str]) -> GaugeMetricFamily:
@@ -78,7 +74,7 @@ def outcome_metrics(recorded: Sequence[JobOutcome], aliases: Sequence[str]) -> l
         ok = _gauge(f"{what}_last_success", f"1 if the last {what} of the database succeeded, else 0", ["database"])
         for o in latest:
             if o.job == job:
-                when.add_metric([o.database], _seconds(o.finished_at))
+                when.add_metric([o.database], finished_time(o).timestamp())
                 ok.add_metric([o.database], 1 if o.ok else 0)
         families += [when, ok]
     failures = CounterMetricFamily(PREFIX + "job_failures", "Failed runs of each job on each database",

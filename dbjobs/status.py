@@ -170,12 +170,13 @@ def latest_outcomes(outcomes: Sequence[JobOutcome], aliases: Sequence[str],
             continue
         for alias in targets:
             current = newest.get((o.job, alias))
-            if current is None or _finished(o) > _finished(current):
+            if current is None or finished_time(o) > finished_time(current):
                 newest[(o.job, alias)] = replace(o, database=alias)
     return [newest[key] for key in sorted(newest)], sorted(ignored)
 
 
-def _finished(o: JobOutcome) -> datetime:
+def finished_time(o: JobOutcome) -> datetime:
+    """When a recorded job finished; a malformed time counts as the oldest (never newer than a real one)."""
     try:
         return datetime.fromisoformat(o.finished_at)
     except ValueError:
@@ -215,7 +216,7 @@ def drills_section(outcomes: Sequence[JobOutcome], drilled: dict[str, str], alia
             checks.append(Check(f"drill:{alias}", "critical", f"the last restore drill of {alias!r} failed at "
                                 f"{o.finished_at}: {o.error}"))
         elif alias in drilled and interval_hours is not None:
-            age = (now - _finished(o)).total_seconds() / 3600 if o else None
+            age = (now - finished_time(o)).total_seconds() / 3600 if o else None
             if age is None or age > 2 * interval_hours:
                 when = "no restore drill has run" if age is None else f"the last restore drill ran {age:.1f} h ago"
                 checks.append(Check(f"drill:{alias}", "warning", f"{when} for {alias!r}, expected every "

@@ -37,6 +37,7 @@ from dbjobs.manifest import Manifest, is_backup_id
 from dbjobs.pipeline import private_dir, verify_file, write_atomic
 from dbjobs.progress import Progress, ProgressCallback, no_progress
 from dbjobs.storage.base import Storage
+from dbjobs.storage.local import LocalStorage
 
 State = Literal["ok", "damaged", "missing"]
 STATES: tuple[State, ...] = ("ok", "missing", "damaged")  # worst last
@@ -109,8 +110,9 @@ def check_copy(storage: Storage, manifest: Manifest, present: bool,
 def _wanted(storages: Sequence[Storage], ref: str | None, database: str | None) -> list[tuple[Storage, str, bool]]:
     """(storage, backup id, dump present) for every manifest asked about, orphans included (they are `missing`)."""
     if ref is not None and not is_backup_id(ref):
-        found = find_backup(storages, ref)  # a file path: only that copy
-        return [(s, found.manifest.id, True) for s in storages if s.local_path(found.manifest) == found.path][:1]
+        found = find_backup(storages, ref)  # a file path: only that copy, wherever the file is
+        assert found.path is not None
+        return [(LocalStorage(found.path.parent), found.manifest.id, True)]
     wanted = []
     for storage in storages:
         scan = storage.scan()

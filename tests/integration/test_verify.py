@@ -172,3 +172,16 @@ def test_a_drill_never_restores_into_the_database_the_backup_came_from(host, cap
     backup_ids(1, capsys)
     assert cli.main(["verify", "--deep", "--into", "default"]) == 2
     assert "is the database the backup was taken from" in capsys.readouterr().err
+
+
+def test_verify_of_a_file_path_checks_that_file_wherever_it_is(host, tmp_path, capsys):
+    backup_id = backup_ids(1, capsys)[0]
+    elsewhere = tmp_path / "copied"
+    elsewhere.mkdir()
+    for suffix in (".dump.zst", ".manifest.json"):
+        (elsewhere / f"{backup_id}{suffix}").write_bytes((host / f"{backup_id}{suffix}").read_bytes())
+    assert cli.main(["verify", str(elsewhere / f"{backup_id}.dump.zst")]) == 0
+    assert capsys.readouterr().out.splitlines()[0].split() == ["ok", backup_id, str(elsewhere)]
+    flip_byte(elsewhere / f"{backup_id}.dump.zst")
+    assert cli.main(["verify", str(elsewhere / f"{backup_id}.dump.zst")]) == 1
+    assert capsys.readouterr().out.startswith(f"DAMAGED  {backup_id}")
