@@ -184,11 +184,12 @@ def restore(settings: Settings, progress: ProgressCallback, *, backup: str, data
     found = find_backup(places, backup)
     db = settings.database(database or found.manifest.database)
     found = ensure_local(found, places, directory, progress)
+    created = False
     if confirmed and found.manifest.engine == db.engine:  # another engine's backup is refused by run_restore
         from dbjobs.provision import ensure_target
 
-        ensure_target(db, create=create)
-    return run_restore(found, db, directory, confirmed=confirmed, safety_backup=safety_backup,
+        created = ensure_target(db, create=create)
+    return run_restore(found, db, directory, confirmed=confirmed, safety_backup=safety_backup and not created,
                        progress=progress).to_dict()
 
 

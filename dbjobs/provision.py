@@ -17,7 +17,7 @@ from sqlalchemy.pool import NullPool
 from dbjobs.dburl import DatabaseURL
 from dbjobs.engines import connector_for
 from dbjobs.engines.base import unavailable
-from dbjobs.errors import DatabaseUnavailableError, RestoreError
+from dbjobs.errors import RestoreError
 
 MAINTENANCE = {"postgresql": "postgres", "mysql": "information_schema"}
 EXISTS_SQL = {
@@ -66,12 +66,13 @@ def describe(db: DatabaseURL) -> dict[str, Any]:
 def ensure_target(db: DatabaseURL, *, create: bool) -> bool:
     """Make sure a restore has a database to go into; True when it was created here.
 
-    A missing server database is an error naming `--create`, raised before anything is touched.
+    A missing server database is an error naming `--create`, raised before anything is touched (a
+    RestoreError, not DatabaseUnavailableError: a worker must not retry what only the user can fix).
     """
     if db.engine == "sqlite" or exists(db):
         return False
     if not create:
-        raise DatabaseUnavailableError(f"database {db.alias!r} ({where(db)}) does not exist; nothing was changed "
+        raise RestoreError(f"database {db.alias!r} ({where(db)}) does not exist; nothing was changed "
                                        "(pass --create to create it, empty, and restore into it)")
     q = QUOTE[db.engine]
     try:
