@@ -75,13 +75,13 @@ class Verified:
                 "state": self.state, "copies": [asdict(c) for c in self.copies]}
 
 
-def _hash_stream(chunks: Iterator[bytes], manifest: Manifest, progress: ProgressCallback, done: int) -> None:
+def _hash_stream(chunks: Iterator[bytes], manifest: Manifest, progress: ProgressCallback) -> None:
     """Size and SHA-256 of a streamed copy against the manifest; BackupInvalidError when they differ."""
     digest, size = hashlib.sha256(), 0
     for chunk in chunks:
         digest.update(chunk)
         size += len(chunk)
-        progress(Progress("verify", done + size, None))
+        progress(Progress("verify", min(size, manifest.size), manifest.size))
     if size != manifest.size:
         raise BackupInvalidError(f"size is {size} bytes, the manifest says {manifest.size} (truncated?)")
     if digest.hexdigest() != manifest.sha256:
@@ -89,7 +89,7 @@ def _hash_stream(chunks: Iterator[bytes], manifest: Manifest, progress: Progress
 
 
 def check_copy(storage: Storage, manifest: Manifest, present: bool,
-               progress: ProgressCallback = no_progress, done: int = 0) -> CopyCheck:
+               progress: ProgressCallback = no_progress) -> CopyCheck:
     """Re-hash one copy where it is kept. A storage that cannot be read raises: that is not damage."""
     now = datetime.now(UTC).isoformat()
     if not present:
@@ -99,7 +99,7 @@ def check_copy(storage: Storage, manifest: Manifest, present: bool,
         if path is not None:
             verify_file(path, manifest.size, manifest.sha256, progress)
         else:
-            _hash_stream(storage.read_dump(manifest), manifest, progress, done)
+            _hash_stream(storage.read_dump(manifest), manifest, progress)
     except BackupInvalidError as exc:
         return CopyCheck(storage.where, "damaged", now, str(exc).removeprefix(f"{manifest.file}: "))
     except FileNotFoundError:
@@ -136,7 +136,6 @@ def verify_backups(storages: Sequence[Storage], state_dir: Path, *, ref: str | N
     """
     copies: dict[str, tuple[Manifest, list[CopyCheck]]] = {}
     skipped: list[str] = []
-    done = 0
     wanted = _wanted(storages, ref, database)
     for storage, backup_id, present in wanted:
         try:
@@ -146,8 +145,7 @@ def verify_backups(storages: Sequence[Storage], state_dir: Path, *, ref: str | N
             continue
         if database is not None and ref is None and manifest.database != database:
             continue
-        check = check_copy(storage, manifest, present, progress, done)
-        done += manifest.size if present else 0
+        check = check_copy(storage, manifest, present, progress)
         copies.setdefault(backup_id, (manifest, []))[1].append(check)
     results = [Verified(m, tuple(c)) for m, c in copies.values()]
     results.sort(key=lambda v: (v.manifest.finished, v.manifest.id), reverse=True)
