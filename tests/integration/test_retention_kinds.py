@@ -54,3 +54,16 @@ def test_safety_copies_never_push_the_full_backup_out(host, capsys):
     emptied = run_json(capsys, "cleanup", "--keep-days", "0", "--min-keep", "0", "--allow-empty")
     assert {d["id"] for d in emptied["deleted"]} == {safety[2], full}
     assert run_json(capsys, "list-backups")["backups"] == []
+
+
+def test_backups_taken_before_a_migration_are_pre_migration_copies(host, capsys):
+    full = run_json(capsys, "backup")["id"]
+    taken = run_json(capsys, "detect-migrations", "--backup")["backup"]
+    assert taken["kind"] == "pre-migration" and taken["id"] != full
+    listed = {b["id"]: b["kind"] for b in run_json(capsys, "list-backups")["backups"]}
+    assert listed == {full: "full", taken["id"]: "pre-migration"}
+    plan = run_json(capsys, "cleanup", "--keep-days", "0", "--min-keep", "1", "--dry-run")
+    assert plan["deleted"] == [] and {k["id"] for k in plan["kept"]} == {full, taken["id"]}
+    assert cli.main(["backup", "--json", "--database", "default"]) == 0 and capsys.readouterr()
+    report = run_json(capsys, "status")
+    assert report["backups"]["databases"]["default"]["kinds"] == {"full": 2, "pre-migration": 1}
