@@ -133,6 +133,8 @@ def render_list(r: dict[str, Any]) -> str:
         lines = ["no backups found"]
     lines.append(f"{len(r['backups'])} of {r['total']} backups shown")
     lines.extend(f"skipped: {p}" for p in r["skipped"])
+    lines.extend(f"not read: {u['where']} could not be read, its backups are not shown: {u['error']}"
+                 for u in r.get("unreadable", []))
     return "\n".join(lines)
 
 

@@ -110,20 +110,49 @@ def _list_scanned(scanned: Sequence[tuple[Storage, Scan]], database: str | None)
     return backups, problems
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """A storage that could not be listed (the remote store down, a refused key, a missing bucket)."""
+
+    where: str
+    error: DbjobsError
+
+    def to_dict(self) -> dict[str, str]:
+        """The listing's JSON row."""
+        return {"where": self.where, "error": str(self.error)}
+
+
+def scan_readable(storages: Sequence[Storage]) -> tuple[list[tuple[Storage, Scan]], list[Unreadable]]:
+    """Scan every storage; one that fails is set aside with its error, so the others still count."""
+    scanned, unreadable = [], []
+    for storage in storages:
+        try:
+            scanned.append((storage, storage.scan()))
+        except DbjobsError as exc:
+            unreadable.append(Unreadable(storage.where, exc))
+    return scanned, unreadable
+
+
 def list_backups(storages: Sequence[Storage], database: str | None = None) -> tuple[list[Backup], list[str]]:
     """Complete backups in all `storages` (of `database`, or all) newest first, and the skipped manifests."""
     return list_scanned([(s, s.scan()) for s in storages], database)
 
 
 def find_by_id(storages: Sequence[Storage], backup_id: str) -> Backup:
-    """The backup `backup_id` with every storage that holds it complete; BackupNotFoundError if none does."""
+    """The backup `backup_id` with every readable storage that holds it complete.
+
+    A storage that cannot be read (the remote store down) does not hide a backup another one
+    holds; if none has it, BackupNotFoundError names what was searched and what could not be read.
+    """
+    scanned, unreadable = scan_readable(storages)
     found: Backup | None = None
-    for storage in storages:
-        if backup_id in storage.scan().complete:
+    for storage, scan in scanned:
+        if backup_id in scan.complete:
             found = merge(found, load(storage, backup_id))
     if found is None:
-        where = ", ".join(s.where for s in storages)
-        raise BackupNotFoundError(f"no backup {backup_id!r} in {where} (see `list-backups`)")
+        where = ", ".join(s.where for s, _ in scanned) or "no readable storage"
+        unread = "".join(f"; {u.where} could not be read: {u.error}" for u in unreadable)
+        raise BackupNotFoundError(f"no backup {backup_id!r} in {where} (see `list-backups`){unread}")
     return found
 
 

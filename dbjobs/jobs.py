@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dbjobs.errors import ConfigError, DbjobsError
+from dbjobs.errors import ConfigError
 from dbjobs.progress import ProgressCallback, no_progress
 from dbjobs.settings import Settings
 
@@ -111,11 +111,13 @@ def backup(settings: Settings, progress: ProgressCallback, *, database: str = "d
            kind: str = "full") -> dict[str, Any]:
     """Full backup of one database alias into the backup directory, then (with `upload`) to Supabase Storage.
 
-    Missing Supabase settings or bucket stop the job before any work; a failed upload does not:
-    the local backup stands and the result says why the upload failed. With a `request_id` (the
-    worker passes its task id) a re-run of the same request, after a worker died between writing
-    the manifest and reporting success, returns the backup it already took instead of taking a
-    second one (and uploads it, if asked: uploads overwrite, so a repeated one is harmless).
+    Missing Supabase settings stop the job before any work. Nothing the store does can: the
+    local backup is always taken first, and a failed upload (the store down, a refused key, a
+    missing bucket) is reported in the result's `upload` and recorded for `status`, while the
+    backup stands. With a `request_id` (the worker passes its task id) a re-run of the same
+    request, after a worker died between writing the manifest and reporting success, returns the
+    backup it already took instead of taking a second one (and uploads it, if asked: uploads
+    overwrite, so a repeated one is harmless).
     `kind` marks copies dbjobs takes by itself (`pre-migration`), which retention keeps apart.
     """
     from dbjobs.backup import BackupResult, run_backup
@@ -124,14 +126,13 @@ def backup(settings: Settings, progress: ProgressCallback, *, database: str = "d
     from dbjobs.retention import KINDS
     from dbjobs.sample import ensure_sample
     from dbjobs.storage import require_remote
+    from dbjobs.upload import upload_backup
 
     if kind not in KINDS:
         raise ConfigError(f"backup kind must be one of {', '.join(KINDS)}, got {kind!r}")
     directory = _dir(output_dir, settings.backup_dir)
     db = settings.database(database)
     remote = require_remote(settings) if upload else None
-    if remote is not None:
-        remote.check_bucket()
     taken = find_request_backup(directory, database, request_id) if request_id else None
     created = False
     if taken is not None:
@@ -144,12 +145,7 @@ def backup(settings: Settings, progress: ProgressCallback, *, database: str = "d
     if created:
         result["sample_created"] = str(db.sqlite_path)
     if remote is not None:
-        try:
-            remote.put(done.backup.path, done.backup.manifest, progress)  # type: ignore[arg-type]
-        except DbjobsError as exc:
-            result["upload"] = {"ok": False, "location": remote.where, "error": str(exc)}
-        else:
-            result["upload"] = {"ok": True, "location": remote.where}
+        result["upload"] = upload_backup(remote, done.backup, directory, progress)
     return result
 
 
@@ -228,19 +224,22 @@ def list_backups(settings: Settings, progress: ProgressCallback, *, backup_dir: 
                  limit: int = 10, database: str | None = None) -> dict[str, Any]:
     """Complete backups newest first (at most `limit`), local and remote merged, and the skipped manifests.
 
-    Each row carries its kind and its checksum state: what the last `verify` found (ok, damaged,
-    missing, and when), or `never checked`.
+    A storage that cannot be read (the remote store down) is named under `unreadable` with its
+    error, and the backups of the others are still listed. Each row carries its kind and its
+    checksum state: what the last `verify` found (ok, damaged, missing, and when), or `never checked`.
     """
-    from dbjobs.catalog import list_backups as list_all
+    from dbjobs.catalog import list_scanned, scan_readable
     from dbjobs.storage import storages
     from dbjobs.verify import checksum_state
 
     if limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {limit}")
     directory = _dir(backup_dir, settings.backup_dir)
-    backups, problems = list_all(storages(settings, directory), database)
+    scanned, unreadable = scan_readable(storages(settings, directory))
+    backups, problems = list_scanned(scanned, database)
     rows = [{**b.to_dict(), "checksum": checksum_state(directory, b)} for b in backups[:limit]]
-    return {"backups": rows, "total": len(backups), "skipped": problems}
+    return {"backups": rows, "total": len(backups), "skipped": problems,
+            "unreadable": [u.to_dict() for u in unreadable]}
 
 
 def _backup_first(settings: Settings, progress: ProgressCallback, database: str, wanted: bool) -> dict | None:

@@ -51,6 +51,8 @@ class Settings:
     restore_jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
     pre_restore_keep: int = 1
     pre_restore_days: float = 7.0
+    supabase_retry_seconds: float = 60.0
+    supabase_chunk_mb: float = 128.0
     verify_interval_hours: float | None = None
     verify_into: Mapping[str, str] = field(default_factory=dict)
 
@@ -200,6 +202,8 @@ def load_settings(
         keep_days=keep_days,
         min_keep=min_keep,
         env=environment,
+        supabase_retry_seconds=_positive(env, "SUPABASE_RETRY_SECONDS", 60),
+        supabase_chunk_mb=_positive(env, "SUPABASE_CHUNK_MB", 128),
         **_worker_limits(env),
         **_restore_settings(env),
         **_drills(env, databases),

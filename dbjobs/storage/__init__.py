@@ -8,6 +8,7 @@ from dbjobs.errors import ConfigError
 from dbjobs.settings import Settings
 from dbjobs.storage.base import Scan, Storage
 from dbjobs.storage.local import LocalStorage
+from dbjobs.storage.retry import CALL_WINDOW
 from dbjobs.storage.supabase import SupabaseStorage
 
 __all__ = ["LocalStorage", "Scan", "Storage", "SupabaseStorage", "remote_storage", "require_remote", "storages"]
@@ -20,6 +21,7 @@ def remote_storage(settings: Settings, cache_dir: Path | None = None) -> Supabas
     """The shared remote store if all SUPABASE_* variables are set, None if none is; half a config is an error.
 
     With `cache_dir`, manifests read from the bucket are kept there, so a listing downloads only new ones.
+    SUPABASE_RETRY_SECONDS bounds how long transfers keep retrying an unreachable store (calls: at most 10 s).
     """
     values = (settings.supabase_url, settings.supabase_key, settings.supabase_bucket)
     if not any(values):
@@ -28,8 +30,10 @@ def remote_storage(settings: Settings, cache_dir: Path | None = None) -> Supabas
     if missing:
         raise ConfigError(f"Supabase Storage is half configured: set {', '.join(missing)} "
                           "(or unset all SUPABASE_* variables)")
+    window = settings.supabase_retry_seconds
     return SupabaseStorage(settings.supabase_url, settings.supabase_key, settings.supabase_bucket,  # type: ignore[arg-type]
-                           cache_dir=cache_dir)
+                           chunk_size=int(settings.supabase_chunk_mb * (1 << 20)), transfer_window=window,
+                           call_window=min(CALL_WINDOW, window), cache_dir=cache_dir)
 
 
 def require_remote(settings: Settings) -> SupabaseStorage:
@@ -44,3 +48,4 @@ def storages(settings: Settings, directory: Path) -> list[Storage]:
     """Every storage this process sees: the local directory first, then the shared remote store."""
     remote = remote_storage(settings, directory / MANIFEST_CACHE)
     return [LocalStorage(directory)] + ([remote] if remote else [])
+

@@ -10,14 +10,17 @@ have no manifest).
 
 from __future__ import annotations
 
+import fcntl
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from dbjobs.errors import BackupInvalidError, DbjobsError
+from dbjobs.engines.base import CHUNK
+from dbjobs.errors import BackupInvalidError, DbjobsError, StorageError
 from dbjobs.manifest import DUMP_SUFFIX, MANIFEST_SUFFIX, Manifest, is_backup_id
-from dbjobs.pipeline import HashingFile, atomic_file, private_dir, write_atomic
+from dbjobs.pipeline import HashingFile, atomic_file, fsync_dir, partial_path, private_dir, write_atomic
 from dbjobs.progress import Progress, ProgressCallback
 
 
@@ -95,6 +98,13 @@ def attempt(read: Callable[[str], bytes], backup_id: str) -> tuple[str, bytes | 
         return backup_id, exc
 
 
+def _check_received(received: HashingFile, manifest: Manifest) -> None:
+    checksum = "matches" if received.hash.hexdigest() == manifest.sha256 else "does not match"
+    if received.size != manifest.size or checksum != "matches":
+        raise BackupInvalidError(f"{manifest.id}: the copy received from storage is corrupt ({received.size} of "
+                                 f"{manifest.size} bytes, SHA-256 {checksum}); nothing was restored")
+
+
 def receive(chunks: Iterable[bytes], manifest: Manifest, directory: Path, progress: ProgressCallback) -> Path:
     """Write a backup arriving as `chunks` into `directory`, verified against its manifest, atomically.
 
@@ -108,9 +118,46 @@ def receive(chunks: Iterable[bytes], manifest: Manifest, directory: Path, progre
         for chunk in chunks:
             received.write(chunk)
             progress(Progress("download", received.size, manifest.size))
-        checksum = "matches" if received.hash.hexdigest() == manifest.sha256 else "does not match"
-        if received.size != manifest.size or checksum != "matches":
-            raise BackupInvalidError(f"{manifest.id}: the copy received from storage is corrupt ({received.size} of "
-                                     f"{manifest.size} bytes, SHA-256 {checksum}); nothing was restored")
+        _check_received(received, manifest)
+    write_atomic(directory / manifest.manifest_name, manifest.to_json().encode())
+    return path
+
+
+def receive_resuming(chunks_from: Callable[[int], Iterable[bytes]], manifest: Manifest, directory: Path,
+                     progress: ProgressCallback) -> Path:
+    """Like `receive`, for a download that can fail part-way: its hidden partial file is kept on a storage
+    failure, and the next call hashes what it holds and asks `chunks_from(offset)` only for the rest.
+
+    A corrupt result is deleted (and raises BackupInvalidError); two jobs fetching the same backup
+    at once do not share the partial file: the second is refused until the first is done.
+    """
+    directory = private_dir(directory)
+    path = directory / manifest.file
+    tmp = partial_path(path)
+    with os.fdopen(os.open(tmp, os.O_RDWR | os.O_CREAT, 0o600), "r+b") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StorageError(f"{manifest.id} is being downloaded by another job right now; "
+                               "try again when it is done") from None
+        received = HashingFile(f)
+        while piece := f.read(CHUNK * 4):
+            received.hash.update(piece)
+            received.size += len(piece)
+        try:
+            if received.size > manifest.size:
+                raise BackupInvalidError(f"{manifest.id}: a partial download is longer than the backup")
+            if received.size < manifest.size:
+                for chunk in chunks_from(received.size):
+                    received.write(chunk)
+                    progress(Progress("download", received.size, manifest.size))
+            _check_received(received, manifest)
+            f.flush()
+            os.fsync(f.fileno())
+        except BackupInvalidError:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, path)
+    fsync_dir(directory)
     write_atomic(directory / manifest.manifest_name, manifest.to_json().encode())
     return path

@@ -1,4 +1,8 @@
-"""Flower, started the documented way, shows a dbjobs task with its result and without any secret."""
+"""Flower, started the documented way, shows a dbjobs task with its result and without any secret.
+
+The backup uploads to a Supabase whose storage is down: the task still succeeds (the local backup
+stands) and Flower shows why the upload failed, without showing the Supabase key.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from tests.celery_support import (
     wait_until,
 )
 from tests.redis_server import free_port
+from tests.support.fake_supabase import FakeSupabase
 
 pytestmark = pytest.mark.redis
 AUTH = ("ops", "flower-pass")
@@ -27,7 +32,10 @@ AUTH = ("ops", "flower-pass")
 def test_flower_lists_the_task_with_its_result_and_no_secret(tmp_path: Path) -> None:
     broker = flushed_redis(13)
     make_sqlite(tmp_path / "app.sqlite3", rows=20)
-    env = celery_env(tmp_path, broker)
+    fake = FakeSupabase(tmp_path / "supabase")
+    fake.start()
+    env = celery_env(tmp_path, broker, SUPABASE_URL=fake.url, SUPABASE_KEY=fake.key, SUPABASE_BUCKET="backups",
+                     SUPABASE_RETRY_SECONDS="0.5")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     flower = Proc([PYTHON, "-m", "celery", "-A", "workers.app", "flower", f"--port={port}", "--address=127.0.0.1",
@@ -36,7 +44,8 @@ def test_flower_lists_the_task_with_its_result_and_no_secret(tmp_path: Path) -> 
     try:
         flower.wait_for_log("Visit me at", timeout=30)
         worker = start_worker(env, tmp_path)
-        backup = cli_json(env, tmp_path, "backup", "--wait")
+        with fake.storage_down():
+            backup = cli_json(env, tmp_path, "backup", "--upload", "--wait")
         with httpx.Client(base_url=url, timeout=5) as http:
             assert http.get("/api/tasks").status_code == 401
             task: dict = {}
@@ -53,7 +62,10 @@ def test_flower_lists_the_task_with_its_result_and_no_secret(tmp_path: Path) -> 
         if worker:
             worker.stop()
         flushed_redis(13)
+        fake.stop()
     assert task["name"] == "dbjobs.backup" and backup["id"] in task["result"]
+    assert backup["upload"]["ok"] is False and Path(backup["path"]).is_file()
+    assert "'ok': False" in task["result"] and "HTTP 502 from the Supabase gateway" in task["result"]
     assert "'database': 'default'" in task["kwargs"]
-    assert SECRET not in page and "postgresql://" not in page
+    assert SECRET not in page and "postgresql://" not in page and fake.key not in page
 

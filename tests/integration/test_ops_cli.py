@@ -53,15 +53,16 @@ def test_upload_without_settings_is_a_one_line_error(host, capsys):
 
 
 def test_upload_failure_is_reported_and_the_backup_kept(host, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("dbjobs.storage.supabase.time.sleep", lambda _: None)
     with FakeSupabase(tmp_path / "supabase") as fake:
         monkeypatch.setenv("SUPABASE_URL", fake.url)
         monkeypatch.setenv("SUPABASE_KEY", fake.key)
         monkeypatch.setenv("SUPABASE_BUCKET", "backups")
-        fake.fail("POST", "/object/backups/", "500", times=4)  # every attempt of the first upload
-        assert cli.main(["backup", "--upload"]) == 0
+        monkeypatch.setenv("SUPABASE_RETRY_SECONDS", "0.5")
+        with fake.storage_down():
+            assert cli.main(["backup", "--upload"]) == 0
         out = capsys.readouterr().out
-        assert "upload   FAILED (Supabase Storage upload in bucket 'backups' failed: injected failure)" in out
+        assert ("upload   FAILED (Supabase Storage bucket lookup in bucket 'backups' failed: HTTP 502 from the "
+                "Supabase gateway: the storage server behind it is down or restarting") in out
         assert "the local backup is complete and kept" in out
         assert cli.main(["backup", "--upload"]) == 0
         assert "upload   supabase:backups" in capsys.readouterr().out

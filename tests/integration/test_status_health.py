@@ -116,11 +116,11 @@ def test_broker_down_or_no_workers_is_critical(env, monkeypatch, capsys, redis_u
     assert levels(report) == {"workers": "critical"}
 
 
-def test_cleanup_failure_is_recorded_as_a_warning(env, tmp_path, monkeypatch):
-    monkeypatch.setattr("dbjobs.storage.supabase.time.sleep", lambda _: None)
+def test_cleanup_failure_is_recorded_as_a_warning(env, tmp_path):
     backups = load_settings(env, dotenv=None).backup_dir
     run_job("dbjobs.backup", load_settings(env, dotenv=None), {})
-    half = {**env, "SUPABASE_URL": "http://127.0.0.1:1", "SUPABASE_KEY": "k", "SUPABASE_BUCKET": "b"}
+    half = {**env, "SUPABASE_URL": "http://127.0.0.1:1", "SUPABASE_KEY": "k", "SUPABASE_BUCKET": "b",
+            "SUPABASE_RETRY_SECONDS": "0.1"}
     with pytest.raises(StorageError, match="Supabase Storage listing in bucket 'b' failed"):
         run_job("dbjobs.cleanup", load_settings(half, dotenv=None), {})
     assert levels(status(env)) == {"job:dbjobs.cleanup:default": "warning"}  # a cleanup of all aliases failed
@@ -129,10 +129,10 @@ def test_cleanup_failure_is_recorded_as_a_warning(env, tmp_path, monkeypatch):
     assert (backups / ".last-jobs" / "dbjobs.cleanup-all.json").is_file()
 
 
-def test_unreachable_remote_store_is_critical_but_local_backups_still_count(env, monkeypatch):
-    monkeypatch.setattr("dbjobs.storage.supabase.time.sleep", lambda _: None)
+def test_unreachable_remote_store_is_critical_but_local_backups_still_count(env):
     run_job("dbjobs.backup", load_settings(env, dotenv=None), {})
-    remote = {**env, "SUPABASE_URL": "http://127.0.0.1:1", "SUPABASE_KEY": "k", "SUPABASE_BUCKET": "b"}
+    remote = {**env, "SUPABASE_URL": "http://127.0.0.1:1", "SUPABASE_KEY": "k", "SUPABASE_BUCKET": "b",
+              "SUPABASE_RETRY_SECONDS": "0.1"}
     report = status(remote)
     assert levels(report) == {"storage:supabase:b": "critical"}
     assert report["backups"]["count"] == 1

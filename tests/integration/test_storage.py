@@ -8,74 +8,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dbjobs.errors import BackupInvalidError, BackupNotFoundError, ConfigError, StorageError
+from dbjobs.errors import ConfigError, StorageError
 from dbjobs.progress import no_progress
 from dbjobs.settings import load_settings
-from dbjobs.storage import LocalStorage, SupabaseStorage, remote_storage, require_remote
+from dbjobs.storage import SupabaseStorage, remote_storage, require_remote
 from tests.support.backups import fake_manifest, make_backup
-from tests.support.fake_supabase import FakeSupabase
+from tests.support.fake_supabase import FakeSupabase, make_key
 
 NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
 MB = 1 << 20
 
 
-@pytest.fixture
-def fake(tmp_path):
-    with FakeSupabase(tmp_path / "supabase") as server:
-        yield server
-
-
 def remote(fake: FakeSupabase, bucket: str = "backups", **kw) -> SupabaseStorage:
     return SupabaseStorage(fake.url, fake.key, bucket, retry_delay=0.01, **kw)
-
-
-@pytest.fixture(params=["local", "supabase"])
-def storage(request, tmp_path, fake):
-    return LocalStorage(tmp_path / "store") if request.param == "local" else remote(fake)
-
-
-def test_put_scan_read_fetch_delete(storage, tmp_path):
-    source = tmp_path / "source"
-    m = make_backup(source, "app", NOW, os.urandom(50_000))
-    storage.put(source / m.file, m, no_progress)
-    assert storage.scan().complete == {m.id}
-    assert storage.read_manifest(m.id).decode() == m.to_json()
-
-    path = storage.fetch(m, tmp_path / "here", no_progress)
-    assert path.read_bytes() == (source / m.file).read_bytes()
-    assert (tmp_path / "here" / m.manifest_name).read_text() == m.to_json()
-
-    storage.delete([m.id])
-    storage.delete([m.id])  # idempotent
-    assert storage.scan().manifests == storage.scan().dumps == frozenset()
-    with pytest.raises(BackupNotFoundError):
-        storage.read_manifest(m.id)
-
-
-def test_scan_ignores_strays_and_reports_manifests_without_dump(storage, tmp_path):
-    source = tmp_path / "source"
-    whole, broken = (make_backup(source, "app", NOW - timedelta(hours=h)) for h in (1, 2))
-    for m in (whole, broken):
-        storage.put(source / m.file, m, no_progress)
-    storage.delete([])  # nothing to do is fine
-    if isinstance(storage, LocalStorage):
-        (storage.directory / broken.file).unlink()
-        (storage.directory / "notes.txt").write_text("stray")
-    else:
-        storage._bucket.remove([broken.file])
-        storage._bucket.upload("notes.txt", b"stray")
-    scan = storage.scan()
-    assert scan.complete == {whole.id} and scan.orphans == {broken.id}
-
-
-def test_fetch_refuses_a_corrupt_remote_copy(fake, tmp_path):
-    store = remote(fake)
-    m = make_backup(tmp_path / "src", "app", NOW, b"x" * 1000)
-    store.put(tmp_path / "src" / m.file, m, no_progress)
-    fake.object_path("backups", m.file).write_bytes(b"y" * 1000)
-    with pytest.raises(BackupInvalidError, match="corrupt"):
-        store.fetch(m, tmp_path / "dl", no_progress)
-    assert not any((tmp_path / "dl").iterdir())
 
 
 def test_100mb_backup_resumes_after_drop_and_500s(fake, tmp_path):
@@ -86,7 +31,7 @@ def test_100mb_backup_resumes_after_drop_and_500s(fake, tmp_path):
     fake.fail("PATCH", "/upload/resumable/", "500", times=2)
     fake.fail("HEAD", "/upload/resumable/", "500")
     seen = []
-    remote(fake).put(tmp_path / "src" / m.file, m, seen.append)
+    remote(fake, chunk_size=32 * MB).put(tmp_path / "src" / m.file, m, seen.append)
     stored = fake.object_path("backups", m.file).read_bytes()
     assert hashlib.sha256(stored).hexdigest() == m.sha256 and len(stored) == len(payload)
     assert fake.tus_bytes == len(payload)  # every byte sent once: resumed, never restarted
@@ -102,43 +47,45 @@ def test_download_resumes_where_it_stopped(fake, tmp_path):
     store.put(tmp_path / "src" / m.file, m, no_progress)
     fake.fail("GET", f"/object/backups/{m.file}", "drop", after=7 * MB)
     fake.fail("GET", f"/object/backups/{m.file}", "500")
+    fake.requests.clear()
     path = store.fetch(m, tmp_path / "dl", no_progress)
     assert path.read_bytes() == payload
-    assert fake.requests["GET object"] == 3
+    assert fake.requests["GET object"] == 3 and fake.sent[m.file] == len(payload)
 
 
 def test_download_gives_up_with_a_clear_error(fake, tmp_path):
     store = remote(fake)
     m = make_backup(tmp_path / "src", "app", NOW, b"x" * 1000)
     store.put(tmp_path / "src" / m.file, m, no_progress)
-    fake.fail("GET", f"/object/backups/{m.file}", "500", times=10)
-    with pytest.raises(StorageError, match=r"download of .* stopped at byte 0 after 4 failed attempts"):
-        store.fetch(m, tmp_path / "dl", no_progress)
-    assert not any((tmp_path / "dl").iterdir())
+    fake.fail("GET", f"/object/backups/{m.file}", "500", times=10_000)
+    with pytest.raises(StorageError, match=r"download of .* from bucket 'backups' stopped at byte 0 after \d+ "
+                                           r"failed attempts in 0 s: HTTP 500: injected failure"):
+        remote(fake, transfer_window=0.2).fetch(m, tmp_path / "dl", no_progress)
+    assert not any(p.name == m.file for p in (tmp_path / "dl").iterdir())
 
 
 def test_upload_gives_up_with_a_clear_error(fake, tmp_path):
     m = make_backup(tmp_path / "src", "big", NOW, os.urandom(7 * MB))
-    fake.fail("PATCH", "/upload/resumable/", "500", times=100)
-    with pytest.raises(StorageError, match=r"stopped at byte 6291456 of 7340032 after 6 failed attempts.*HTTP 500"):
-        remote(fake).put(tmp_path / "src" / m.file, m, no_progress)
+    fake.fail("PATCH", "/upload/resumable/", "500", times=10_000)
+    with pytest.raises(StorageError, match=r"resumable upload of .* to bucket 'backups' stopped at byte 6291456 of "
+                                           r"7340032 after \d+ failed attempts in 0 s: HTTP 500"):
+        remote(fake, chunk_size=6 * MB, transfer_window=0.2).put(tmp_path / "src" / m.file, m, no_progress)
     assert m.manifest_name not in fake.names()
 
 
 def test_upload_survives_a_lost_upload_by_starting_over(fake, tmp_path):
     m = make_backup(tmp_path / "src", "big", NOW, os.urandom(13 * MB))
     fake.fail("PATCH", "/upload/resumable/", "500")
-    fake.uploads.clear()
     original = fake.take_fault
 
     def forget(method, path):  # the server loses its upload state after the first failure
         fault = original(method, path)
         if fault:
-            fake.uploads.clear()
+            fake.forget_uploads()
         return fault
 
     fake.take_fault = forget
-    remote(fake).put(tmp_path / "src" / m.file, m, no_progress)
+    remote(fake, chunk_size=6 * MB).put(tmp_path / "src" / m.file, m, no_progress)
     assert fake.requests["POST upload"] == 2
     assert hashlib.sha256(fake.object_path("backups", m.file).read_bytes()).hexdigest() == m.sha256
 
@@ -152,8 +99,10 @@ def test_small_dump_uses_the_standard_upload(fake, tmp_path):
 def test_missing_bucket_and_bad_key_are_clear_errors(fake):
     with pytest.raises(ConfigError, match="bucket 'nope' does not exist"):
         remote(fake, "nope").check_bucket()
-    with pytest.raises(StorageError, match="listing in bucket 'backups' failed: Invalid JWT"):
-        SupabaseStorage(fake.url, "wrong", "backups").scan()
+    with pytest.raises(ConfigError, match="listing in bucket 'backups' failed: SUPABASE_KEY was refused "
+                                          r"\(invalid signature\); set SUPABASE_KEY to the project's service_role"):
+        other_project = make_key("service_role", "another project's secret, 32 bytes or more")
+        SupabaseStorage(fake.url, other_project, "backups").scan()
 
 
 def test_remote_is_configured_by_all_three_variables():
@@ -174,3 +123,19 @@ def test_scan_pages_through_large_buckets(fake, tmp_path):
         fake.object_path("backups", m.manifest_name).write_text(m.to_json())
     assert len(store.scan().complete) == 1100
     assert fake.requests["POST object"] == 3  # 2200 names, pages of 1000
+
+
+def test_an_upload_resumes_across_a_restart_of_the_server(fake, tmp_path):
+    m = make_backup(tmp_path / "src", "big", NOW, os.urandom(30 * MB))
+    fake.fail("PATCH", "/upload/resumable/", "drop", after=MB, down_for=1.5)  # killed mid-chunk, back in 1.5 s
+    remote(fake, chunk_size=8 * MB).put(tmp_path / "src" / m.file, m, no_progress)
+    assert hashlib.sha256(fake.object_path("backups", m.file).read_bytes()).hexdigest() == m.sha256
+    assert fake.tus_bytes == m.size and fake.requests["POST upload"] == 1  # the same upload, resumed
+
+
+def test_a_proxy_refusing_large_bodies_gets_small_chunks(tmp_path):
+    m = make_backup(tmp_path / "src", "big", NOW, os.urandom(40 * MB))
+    with FakeSupabase(tmp_path / "supabase", body_limit=10 * MB) as fake:
+        remote(fake, chunk_size=32 * MB).put(tmp_path / "src" / m.file, m, no_progress)
+        assert hashlib.sha256(fake.object_path("backups", m.file).read_bytes()).hexdigest() == m.sha256
+        assert fake.tus_bytes == m.size and fake.requests["PATCH upload"] == 6  # 6 MiB chunks after the 413
