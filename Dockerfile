@@ -3,7 +3,7 @@ FROM python:3.11-slim-bookworm
 
 # pg_dump/pg_restore/psql 15 (bookworm) match the compose file's PostgreSQL 15; mariadb-dump/mariadb for MySQL.
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql-client mariadb-client \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql-client mariadb-client age \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

@@ -202,10 +202,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if result["ok_all"] else 1
 
 
+def render_rekey(r: dict[str, Any]) -> str:
+    if not r["changed"]:
+        return f"{r['backup_id']} is already encrypted to the current recipients; nothing was changed"
+    return (f"re-encrypted {r['old_id']} to {len(r['recipients'])} recipient(s) as {r['backup_id']} "
+            f"({', '.join(r['locations'])}); the old copies were deleted")
+
+
 RENDERERS: dict[str, Renderer] = {
     "dbjobs.backup": render_backup, "dbjobs.restore": render_restore, "dbjobs.list_backups": render_list,
     "dbjobs.detect_migrations": render_detect, "dbjobs.apply_migration": render_apply,
     "dbjobs.verify": render_verify,
+    "dbjobs.rekey": render_rekey,
 }
 
 
@@ -666,6 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_metrics)
 
     add_celery_commands(sub)
+    add_key_commands(sub)
     return parser
 
 
@@ -714,6 +723,43 @@ def add_celery_commands(sub: Any) -> None:
     p.add_argument("--loglevel", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                    help="beat's log level (default: INFO)")
     p.set_defaults(handler=cmd_start_scheduler)
+
+
+def cmd_rekey(args: argparse.Namespace) -> int:
+    return submit(args, "dbjobs.rekey", {"backup": args.backup, "backup_dir": args.backup_dir}, render_rekey)
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    """Write an age key pair here, never through a worker: the private key must not travel through Redis."""
+    from dbjobs.crypto import keygen
+
+    public = keygen(Path(args.file))
+    show(args, {"identity_file": args.file, "recipient": public},
+         lambda r: f"wrote the age identity {r['identity_file']} (mode 0600: keep it on the host that restores)\n"
+                   f"public key, for DBJOBS_ENCRYPT_TO:\n{r['recipient']}")
+    return 0
+
+
+def add_key_commands(sub: Any) -> None:
+    """`keygen` and `rekey`: the encryption keys of backups (age)."""
+    p = sub.add_parser("keygen", help="write a new age key pair for encrypted backups",
+                       description="Write a new age identity (private key) to FILE, mode 0600, and print its public "
+                       "key: put the public key in DBJOBS_ENCRYPT_TO everywhere backups are taken, and the file "
+                       "(as DBJOBS_AGE_IDENTITY_FILE) only where restores run. Never overwrites a file.")
+    p.add_argument("file", metavar="FILE", help="where to write the identity (must not exist)")
+    p.add_argument("--json", action="store_true", help="print the file and public key as JSON")
+    p.set_defaults(handler=cmd_keygen)
+
+    p = sub.add_parser("rekey", help="re-encrypt a backup to the current recipients (key rotation)",
+                       description="Decrypt a backup with DBJOBS_AGE_IDENTITY_FILE and encrypt it to the current "
+                       "DBJOBS_ENCRYPT_TO, without decompressing it; the result is a new backup (new id, same "
+                       "contents and times) in every store that held the old one, which is then deleted. An "
+                       "unencrypted backup is encrypted.")
+    p.add_argument("backup", metavar="BACKUP", help="backup id (see list-backups) or path to a .dump.zst file")
+    p.add_argument("--backup-dir", metavar="DIR", help="where to find backups by id "
+                   "(default: $DBJOBS_BACKUP_DIR or ./backups)")
+    job_options(p)
+    p.set_defaults(handler=cmd_rekey)
 
 
 def main(argv: list[str] | None = None) -> int:

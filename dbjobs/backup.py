@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import errno
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,12 +16,14 @@ from pathlib import Path
 
 from dbjobs import __version__
 from dbjobs.catalog import Backup
+from dbjobs.crypto import age_version, check_recipients
 from dbjobs.dburl import DatabaseURL
 from dbjobs.engines import connector_for
 from dbjobs.errors import BackupError
 from dbjobs.manifest import DUMP_SUFFIX, Manifest, new_backup_id, request_token
 from dbjobs.pipeline import DEFAULT_LEVEL, private_dir, write_atomic, write_compressed
 from dbjobs.progress import Progress, ProgressCallback, no_progress
+from dbjobs.recipients import encryption_record
 from dbjobs.schema.snapshot import fingerprint
 
 
@@ -60,15 +62,20 @@ def _write_errors(directory: Path) -> Iterator[None]:
 def run_backup(
     db: DatabaseURL, output_dir: Path, *, progress: ProgressCallback = no_progress,
     kind: str = "full", note: str = "", level: int = DEFAULT_LEVEL, request_id: str | None = None,
+    recipients: Sequence[str] = (),
 ) -> BackupResult:
     """Back up `db` into `output_dir`; return the complete backup or raise a DbjobsError (no file left).
 
     A `request_id` is recorded in the manifest and fixes the id's token, so a re-run of the same
-    request can find this backup (`catalog.find_request_backup`).
+    request can find this backup (`catalog.find_request_backup`). With `recipients` (age public
+    keys) the backup is encrypted to them as it is written; no key that can read it is needed here.
     """
     connector = connector_for(db)
     progress(Progress("check"))
     tools = connector.tool_versions()
+    if recipients:
+        tools["age"] = age_version()
+        check_recipients(recipients)
     server_version = connector.server_version()
     total = connector.size_bytes()
     try:
@@ -80,7 +87,7 @@ def run_backup(
     path = directory / (backup_id + DUMP_SUFFIX)
     with _write_errors(directory):
         written, row_counts = write_compressed(path, connector.dump, level=level, threads=connector.compress_threads,
-                                               progress=progress, total=total)
+                                               progress=progress, total=total, recipients=recipients)
     try:
         schema_fingerprint = fingerprint(db)
         finished = datetime.now(UTC)
@@ -91,6 +98,8 @@ def run_backup(
             compression_level=level, tools=tools, schema_fingerprint=schema_fingerprint, row_counts=row_counts,
             dbjobs_version=__version__, kind=kind, note=note,
             extra={"request_id": request_id} if request_id else {},
+            encryption=encryption_record(tuple(recipients), written.compressed_size, written.compressed_sha256)
+            if recipients else None,
         )
         with _write_errors(directory):
             write_atomic(directory / manifest.manifest_name, manifest.to_json().encode())

@@ -38,7 +38,7 @@ class Backup:
         m = self.manifest
         return {"id": m.id, "finished_at": m.finished_at, "database": m.database, "engine": m.engine,
                 "size": m.size, "sha256": m.sha256, "kind": m.kind, "location": ", ".join(self.locations),
-                "locations": self.locations}
+                "locations": self.locations, "encrypted": m.encrypted}
 
 
 def load(storage: Storage, backup_id: str) -> Backup:

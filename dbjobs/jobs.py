@@ -140,7 +140,8 @@ def backup(settings: Settings, progress: ProgressCallback, *, database: str = "d
     else:
         with recorded(directory, "dbjobs.backup", database):
             created = ensure_sample(settings, db)
-            done = run_backup(db, directory, progress=progress, request_id=request_id, kind=kind)
+            done = run_backup(db, directory, progress=progress, request_id=request_id, kind=kind,
+                              recipients=settings.age.recipients)
     result = done.to_dict()
     if created:
         result["sample_created"] = str(db.sqlite_path)
@@ -172,6 +173,7 @@ def restore(settings: Settings, progress: ProgressCallback, *, backup: str, data
     targets whose contents nobody needs back (restore drills): no safety copy is taken.
     """
     from dbjobs.catalog import ensure_local, find_backup
+    from dbjobs.recipients import sealed
     from dbjobs.restore import run_restore
     from dbjobs.storage import storages
 
@@ -179,6 +181,7 @@ def restore(settings: Settings, progress: ProgressCallback, *, backup: str, data
     places = storages(settings, directory)
     found = find_backup(places, backup)
     db = settings.database(database or found.manifest.database)
+    sealed(found.manifest.id, found.manifest.encryption, settings.age.identity_file)  # no key: stop before a download
     found = ensure_local(found, places, directory, progress)
     created = False
     if confirmed and found.manifest.engine == db.engine:  # another engine's backup is refused by run_restore
@@ -186,7 +189,7 @@ def restore(settings: Settings, progress: ProgressCallback, *, backup: str, data
 
         created = ensure_target(db, create=create)
     return run_restore(found, db, directory, confirmed=confirmed, safety_backup=safety_backup and not created,
-                       progress=progress).to_dict()
+                       progress=progress, keys=settings.age).to_dict()
 
 
 @job("dbjobs.restore_preview")
@@ -199,12 +202,14 @@ def restore_preview(settings: Settings, progress: ProgressCallback, *, backup: s
     """
     from dbjobs.catalog import find_backup
     from dbjobs.provision import describe
+    from dbjobs.recipients import sealed
     from dbjobs.storage import LocalStorage, storages
     from dbjobs.verify import check_copy
 
     places = storages(settings, _dir(backup_dir, settings.backup_dir))
     found = find_backup(places, backup)
     db = settings.database(database or found.manifest.database)
+    sealed(found.manifest.id, found.manifest.encryption, settings.age.identity_file)  # refused before the question
     source = (LocalStorage(found.path.parent) if found.path is not None
               else next(s for s in places if s.where in found.remotes))
     checked = check_copy(source, found.manifest, True, progress)
@@ -217,6 +222,23 @@ def restore_preview(settings: Settings, progress: ProgressCallback, *, backup: s
     return {"backup": {"id": m.id, "database": m.database, "engine": m.engine, "kind": m.kind,
                        "finished_at": m.finished_at, "size": m.size, "verified_in": checked.where},
             "target": describe(db)}
+
+
+@job("dbjobs.rekey")
+def rekey(settings: Settings, progress: ProgressCallback, *, backup: str,
+          backup_dir: str | None = None) -> dict[str, Any]:
+    """Re-encrypt a backup (id or file) to the current DBJOBS_ENCRYPT_TO, where its identity is at hand.
+
+    Run it where DBJOBS_AGE_IDENTITY_FILE opens the backup: the new backup replaces the old one
+    in every store that held it.
+    """
+    from dbjobs.catalog import find_backup
+    from dbjobs.rekey import run_rekey
+    from dbjobs.storage import storages
+
+    directory = _dir(backup_dir, settings.backup_dir)
+    places = storages(settings, directory)
+    return run_rekey(find_backup(places, backup), places, directory, settings.age, progress=progress).to_dict()
 
 
 @job("dbjobs.list_backups")

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import orjson
 
 from dbjobs.errors import BackupInvalidError
+from dbjobs.recipients import encryption_problem
 
 FORMAT = "dbjobs-backup/1"
 MANIFEST_SUFFIX = ".manifest.json"
@@ -62,6 +63,14 @@ class Manifest:
     note: str = ""
     format: str = FORMAT
     extra: dict[str, object] = field(default_factory=dict)
+    # age encryption: scheme, recipients (public keys), size and SHA-256 of the compressed plaintext.
+    # `size` and `sha256` above are always of the stored bytes, so verifying storage needs no key.
+    encryption: dict[str, object] | None = None
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether the stored file is age ciphertext (restoring it needs DBJOBS_AGE_IDENTITY_FILE)."""
+        return self.encryption is not None
 
     @property
     def manifest_name(self) -> str:
@@ -109,6 +118,9 @@ def parse_manifest(text: str | bytes, source: str) -> Manifest:
         raise BackupInvalidError(f"{source}: manifest names an unexpected file {data['file']!r}")
     if not _SHA256.fullmatch(data["sha256"]) or data["compression"] != "zstd":
         raise BackupInvalidError(f"{source}: manifest checksum or compression is malformed")
+    problem = encryption_problem(data.get("encryption"))
+    if problem:
+        raise BackupInvalidError(f"{source}: manifest {problem}")
     for key in ("started_at", "finished_at"):
         try:
             aware = datetime.fromisoformat(data[key]).tzinfo is not None

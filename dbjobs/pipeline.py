@@ -1,25 +1,30 @@
-"""The streaming pipeline: dump bytes -> zstd -> SHA-256 -> temporary file -> fsync -> rename.
+"""The streaming pipeline: dump bytes -> zstd -> [age] -> SHA-256 -> temporary file -> fsync -> rename.
 
 One pass, fixed-size buffers: memory stays flat however large the database. A file appears
 under its final name only when complete and synced, so a crash leaves at most a hidden
-`.partial` file that nothing lists or restores.
+`.partial` file that nothing lists or restores. With recipients, the compressed stream is
+encrypted in the same pass (`dbjobs.crypto`): both the compressed plaintext and the stored
+ciphertext are hashed on the way, so storage integrity is checked without the key and a
+restore checks both.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 import zstandard
 
+from dbjobs.crypto import Discard, Writer, decrypted, decrypting, encrypting
 from dbjobs.engines.base import CHUNK, Sink
-from dbjobs.errors import BackupInvalidError
+from dbjobs.errors import BackupInvalidError, DbjobsError
 from dbjobs.progress import Progress, ProgressCallback
+from dbjobs.recipients import Sealed
 
 T = TypeVar("T")
 PARTIAL_SUFFIX = ".partial"
@@ -28,17 +33,22 @@ DEFAULT_LEVEL = 1  # measured: as fast as raw pg_dump -Z0 and smaller than pg_du
 
 @dataclass(frozen=True)
 class Written:
-    """What the pipeline wrote: compressed size and digest, and the raw dump size."""
+    """What the pipeline wrote: stored size and digest, the raw dump size, and the compressed stream's.
+
+    Unencrypted, the stored bytes are the compressed stream; encrypted, they are its ciphertext.
+    """
 
     size: int
     raw_size: int
     sha256: str
+    compressed_size: int
+    compressed_sha256: str
 
 
 class HashingFile:
     """A write-only file that hashes and counts what passes through it."""
 
-    def __init__(self, f: BinaryIO) -> None:
+    def __init__(self, f: Writer) -> None:
         self.f = f
         self.hash = hashlib.sha256()
         self.size = 0
@@ -96,49 +106,85 @@ def write_atomic(path: Path, data: bytes) -> None:
         f.write(data)
 
 
+@contextmanager
+def _compressed_into(stored: HashingFile, recipients: Sequence[str]) -> Iterator[HashingFile]:
+    """Where the compressed stream goes: the stored file itself, or `age` encrypting into it."""
+    if not recipients:
+        yield stored
+        return
+    with encrypting(stored, recipients) as age:
+        yield HashingFile(age)
+
+
 def write_compressed(
     path: Path, produce: Callable[[Sink], T], *, level: int = DEFAULT_LEVEL, threads: int = 0,
-    progress: ProgressCallback, total: int | None, phase: str = "dump",
+    progress: ProgressCallback, total: int | None, phase: str = "dump", recipients: Sequence[str] = (),
 ) -> tuple[Written, T]:
-    """Run `produce(sink)` and store what it pushes into `sink` as a zstd file at `path`, atomically."""
+    """Run `produce(sink)` and store what it pushes into `sink` as a zstd file at `path`, atomically.
+
+    With `recipients` the file is the age encryption of that zstd stream, written in the same pass.
+    """
     raw = 0
     with atomic_file(path, exclusive=True) as f:
-        hashing = HashingFile(f)
-        compressor = zstandard.ZstdCompressor(level=level, write_checksum=True, threads=threads)
-        with compressor.stream_writer(hashing, size=-1, closefd=False, write_size=CHUNK) as zst:
+        stored = HashingFile(f)
+        with _compressed_into(stored, recipients) as hashing:
+            compressor = zstandard.ZstdCompressor(level=level, write_checksum=True, threads=threads)
+            with compressor.stream_writer(hashing, size=-1, closefd=False, write_size=CHUNK) as zst:
 
-            def sink(chunk: bytes | memoryview) -> None:
-                nonlocal raw
-                zst.write(chunk)
-                before, raw = raw, raw + len(chunk)
-                if raw >> 26 != before >> 26:  # report every 64 MiB
-                    progress(Progress(phase, raw, total))
+                def sink(chunk: bytes | memoryview) -> None:
+                    nonlocal raw
+                    zst.write(chunk)
+                    before, raw = raw, raw + len(chunk)
+                    if raw >> 26 != before >> 26:  # report every 64 MiB
+                        progress(Progress(phase, raw, total))
 
-            result = produce(sink)
+                result = produce(sink)
         progress(Progress(phase, raw, raw))
-    return Written(size=hashing.size, raw_size=raw, sha256=hashing.hash.hexdigest()), result
+    written = Written(size=stored.size, raw_size=raw, sha256=stored.hash.hexdigest(),
+                      compressed_size=hashing.size, compressed_sha256=hashing.hash.hexdigest())
+    return written, result
 
 
-def verify_file(path: Path, size: int, sha256: str, progress: ProgressCallback) -> None:
-    """Check a backup's size and SHA-256 before anything is touched; raise BackupInvalidError on mismatch."""
+def verify_file(
+    path: Path, size: int, sha256: str, progress: ProgressCallback, *, sealed: Sealed | None = None
+) -> None:
+    """Check a backup's size and SHA-256 before anything is touched; raise BackupInvalidError on mismatch.
+
+    An encrypted backup (`sealed`) is also decrypted in the same pass and its compressed
+    plaintext checked against the manifest: a wrong identity or an altered byte is refused here.
+    """
     actual = path.stat().st_size
     if actual != size:
         raise BackupInvalidError(f"{path.name}: size is {actual} bytes, the manifest says {size} (truncated?)")
     digest = hashlib.sha256()
-    done = 0
+    plain = HashingFile(Discard())
+    refused: DbjobsError | None = None
     with open(path, "rb") as f:
-        while chunk := f.read(CHUNK * 4):
-            digest.update(chunk)
-            done += len(chunk)
-            progress(Progress("verify", done, size))
+        try:
+            with decrypting(plain, sealed) if sealed else nullcontext() as age:
+                while chunk := f.read(CHUNK * 4):
+                    digest.update(chunk)
+                    if age is not None:
+                        age.write(chunk)
+                    progress(Progress("verify", f.tell(), size))
+        except DbjobsError as exc:  # finish the storage check first: a damaged file is the plainer explanation
+            refused = exc
+            while chunk := f.read(CHUNK * 4):
+                digest.update(chunk)
     if digest.hexdigest() != sha256:
         raise BackupInvalidError(f"{path.name}: SHA-256 does not match the manifest (the file is corrupt)")
+    if refused is not None:
+        raise refused
+    if sealed and (plain.size, plain.hash.hexdigest()) != (sealed.compressed_size, sealed.compressed_sha256):
+        raise BackupInvalidError(f"{path.name}: the decrypted dump does not match the manifest's checksum of the "
+                                 "compressed plaintext (the backup was replaced or the manifest edited)")
 
 
-def decompressed_chunks(path: Path, progress: ProgressCallback, total: int) -> Iterator[bytes]:
-    """Yield the raw dump of a verified backup, reporting compressed bytes read as progress."""
-    with open(path, "rb") as f:
-        reader = zstandard.ZstdDecompressor().stream_reader(f, read_size=CHUNK)
+def decompressed_chunks(path: Path, progress: ProgressCallback, total: int, *,
+                        sealed: Sealed | None = None) -> Iterator[bytes]:
+    """Yield the raw dump of a verified backup (decrypted first if `sealed`), reporting stored bytes read."""
+    with open(path, "rb") as f, (decrypted(f, sealed) if sealed else nullcontext(f)) as source:
+        reader = zstandard.ZstdDecompressor().stream_reader(source, read_size=CHUNK)
         reported = 0
         try:
             while chunk := reader.read(CHUNK):

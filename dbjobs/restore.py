@@ -19,6 +19,7 @@ from dbjobs.engines import connector_for
 from dbjobs.errors import BackupInvalidError, ConfirmationRequired, RestoreError
 from dbjobs.pipeline import decompressed_chunks, verify_file
 from dbjobs.progress import Progress, ProgressCallback, no_progress
+from dbjobs.recipients import NO_KEYS, AgeKeys, Sealed, sealed
 
 TRANSACTIONAL = {"postgresql", "sqlite"}
 
@@ -38,23 +39,28 @@ class RestoreResult:
                 "safety_backup_id": self.safety_backup_id, "seconds": round(self.seconds, 3)}
 
 
-def _load(backup: Backup, db: DatabaseURL, progress: ProgressCallback) -> None:
+def _load(backup: Backup, db: DatabaseURL, progress: ProgressCallback, opened: Sealed | None) -> None:
     connector = connector_for(db)
-    chunks = decompressed_chunks(backup.path, progress, backup.manifest.size)
+    chunks = decompressed_chunks(backup.path, progress, backup.manifest.size, sealed=opened)
     connector.restore(chunks, same_database=backup.manifest.database == db.alias)
 
 
 def run_restore(
     backup: Backup, db: DatabaseURL, safety_dir: Path, *, confirmed: bool,
-    safety_backup: bool = True, progress: ProgressCallback = no_progress,
+    safety_backup: bool = True, progress: ProgressCallback = no_progress, keys: AgeKeys = NO_KEYS,
 ) -> RestoreResult:
-    """Restore `backup` into `db`; on failure the database is as it was, and the error says so."""
+    """Restore `backup` into `db`; on failure the database is as it was, and the error says so.
+
+    An encrypted backup needs `keys.identity_file`, and is decrypted and checked in full before
+    anything is touched; the safety backup is encrypted to `keys.recipients` like any other.
+    """
     manifest = backup.manifest
     if manifest.engine != db.engine:
         raise BackupInvalidError(
             f"{manifest.id} is a {manifest.engine} backup; database {db.alias!r} is {db.engine}: refused"
         )
-    verify_file(backup.path, manifest.size, manifest.sha256, progress)
+    opened = sealed(manifest.id, manifest.encryption, keys.identity_file)
+    verify_file(backup.path, manifest.size, manifest.sha256, progress, sealed=opened)
     if not confirmed:
         raise ConfirmationRequired(f"restoring {manifest.id} replaces everything in {db.alias!r}; confirm (--yes)")
     start = time.monotonic()
@@ -65,15 +71,16 @@ def run_restore(
     safety = None
     if safety_backup and existing:
         progress(Progress("safety-backup"))
-        safety = run_backup(db, safety_dir, kind="safety", note=f"before restoring {manifest.id}").backup
+        safety = run_backup(db, safety_dir, kind="safety", note=f"before restoring {manifest.id}",
+                            recipients=keys.recipients).backup
     progress(Progress("restore", 0, manifest.size))
     try:
-        _load(backup, db, progress)
+        _load(backup, db, progress, opened)
     except Exception as exc:  # any failure (a bug, a time limit) leaves a half-loaded MySQL: put it back
         if db.engine in TRANSACTIONAL or safety is None:
             raise
         try:
-            _load(safety, db, no_progress)
+            _load(safety, db, no_progress, sealed(safety.manifest.id, safety.manifest.encryption, keys.identity_file))
         except Exception as undo:
             raise RestoreError(
                 f"{exc}; putting back safety backup {safety.manifest.id} also failed ({undo}): restore it by hand"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dbjobs.errors import ConfigError, UnknownDatabaseError
+from dbjobs.recipients import NO_KEYS, AgeKeys, load_keys
 
 if TYPE_CHECKING:
     from dbjobs.dburl import DatabaseURL
@@ -53,6 +54,7 @@ class Settings:
     pre_restore_days: float = 7.0
     supabase_retry_seconds: float = 60.0
     supabase_chunk_mb: float = 128.0
+    age: AgeKeys = NO_KEYS  # DBJOBS_ENCRYPT_TO / DBJOBS_AGE_IDENTITY_FILE
     verify_interval_hours: float | None = None
     verify_into: Mapping[str, str] = field(default_factory=dict)
 
@@ -204,6 +206,7 @@ def load_settings(
         env=environment,
         supabase_retry_seconds=_positive(env, "SUPABASE_RETRY_SECONDS", 60),
         supabase_chunk_mb=_positive(env, "SUPABASE_CHUNK_MB", 128),
+        age=load_keys(env),
         **_worker_limits(env),
         **_restore_settings(env),
         **_drills(env, databases),

@@ -10,7 +10,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import pytest
 
@@ -58,20 +58,38 @@ def scratch_database(service: str, admin_url: str, driver: str, create: str, dro
         admin.dispose()
 
 
+def pg_database() -> AbstractContextManager[str]:
+    """A fresh, empty PostgreSQL database, dropped on exit."""
+    return scratch_database("postgres", PG_ADMIN_URL, "postgresql+psycopg", 'CREATE DATABASE "{name}"',
+                            'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def mysql_database() -> AbstractContextManager[str]:
+    """A fresh, empty MariaDB database, dropped on exit."""
+    return scratch_database("mysql", MYSQL_ADMIN_URL, "mysql+pymysql",
+                            "CREATE DATABASE `{name}` CHARACTER SET utf8mb4", "DROP DATABASE IF EXISTS `{name}`")
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database, dropped after the test."""
-    with scratch_database("postgres", PG_ADMIN_URL, "postgresql+psycopg", 'CREATE DATABASE "{name}"',
-                          'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)') as url:
+    with pg_database() as url:
         yield url
 
 
 @pytest.fixture
 def mysql_url() -> Iterator[str]:
     """A fresh, empty MariaDB database, dropped after the test."""
-    with scratch_database("mysql", MYSQL_ADMIN_URL, "mysql+pymysql", "CREATE DATABASE `{name}` CHARACTER SET utf8mb4",
-                          "DROP DATABASE IF EXISTS `{name}`") as url:
+    with mysql_database() as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def engine_urls(tmp_path_factory) -> Iterator[dict[str, str]]:
+    """One fresh database per engine for a whole module (workers started once per module need fixed URLs)."""
+    with pg_database() as pg, mysql_database() as mysql:
+        yield {"postgresql": pg, "mysql": mysql,
+               "sqlite": f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'app.sqlite3'}"}
 
 
 @pytest.fixture

@@ -133,7 +133,7 @@ def unavailable(db: DatabaseURL, exc: OperationalError) -> DatabaseUnavailableEr
     return DatabaseUnavailableError(f"database {db.alias!r} ({db.redacted()}) is unreachable: {reason}")
 
 
-class _StderrTail:
+class StderrTail:
     """Collects a tool's stderr in a temp file, so a chatty tool can never fill a pipe and hang."""
 
     def __init__(self) -> None:
@@ -147,7 +147,7 @@ class _StderrTail:
 
 def run_dump(argv: Sequence[str], env: Mapping[str, str], sink: Sink, what: str) -> None:
     """Run a dump tool and push its stdout into `sink` chunk by chunk; raise BackupError on failure."""
-    err = _StderrTail()
+    err = StderrTail()
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err.file, env={**os.environ, **env}) as proc:
         assert proc.stdout is not None
         buf = bytearray(CHUNK)
@@ -172,10 +172,10 @@ def run_restore(
     tool that dies early is noticed instead of blocking a write forever.
     """
     full_env = {**os.environ, **env}
-    procs: list[tuple[subprocess.Popen[bytes], _StderrTail]] = []
+    procs: list[tuple[subprocess.Popen[bytes], StderrTail]] = []
     stdin: int | IO[bytes] = subprocess.PIPE
     for i, argv in enumerate(stages):
-        err = _StderrTail()
+        err = StderrTail()
         last = i == len(stages) - 1
         proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.DEVNULL if last else subprocess.PIPE,
                                 stderr=err.file, env=full_env)

@@ -32,7 +32,8 @@ Faults are injected on demand (500s, connections cut part-way through a body, a 
 the finalise step), `latency` delays every answer as a real network and server do, and
 `body_limit` puts a proxy in front that refuses larger request bodies with 413, as CDNs do (not
 seen on the self-hosted server; there to prove the client copes with one). A plain
-`PUT /plain/<name>` stores a request body as is: the benchmark's anchor.
+`PUT /plain/<name>` stores a request body as is, written and renamed into place as the finalise
+step stores an object, so the two differ only in protocol: the benchmark's anchor.
 """
 
 from __future__ import annotations
@@ -302,8 +303,10 @@ def _handler(fake: FakeSupabase) -> type[BaseHTTPRequestHandler]:
                 return self._json(500, {"statusCode": "500", "code": "InternalError", "error": "internal",
                                         "message": "injected failure"})
             if path.startswith("/plain/"):
-                with open(fake.root / path.rsplit("/", 1)[1], "wb", buffering=0) as f:
+                target = fake.root / path.rsplit("/", 1)[1]
+                with open(target.with_name(target.name + ".new"), "wb", buffering=0) as f:
                     self._copy_body(f)
+                os.replace(f.name, target)  # stored as every object is: a new file renamed into place
                 return self._send(200, b"{}")
             self.role = fake.role_of(self.headers.get("Authorization", "").removeprefix("Bearer "))
             if self.role is None or self.headers.get("apikey") is None:
