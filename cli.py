@@ -96,6 +96,8 @@ def render_backup(r: dict[str, Any]) -> str:
             f"  size     {human_size(r['size'])} (raw {human_size(r['raw_size'])}), {r['seconds']} s\n"
             f"  sha256   {r['sha256']}\n"
             f"  tables   {len(r['row_counts'])}, rows {sum(r['row_counts'].values())}")
+    if r.get("encryption"):
+        text += f"\n  sealed   age, to {', '.join(r['encryption']['recipients'])}"
     if "sample_created" in r:
         text = (f"no DBJOBS_DATABASE_URL set: created the sample database {r['sample_created']} and backed it up "
                 "(set DBJOBS_DATABASE_URL to back up your own)\n" + text)
