@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
+from dbjobs import __version__
 from dbjobs.errors import ConfigError, ConfirmationRequired, DbjobsError
 from dbjobs.settings import Settings, load_settings
 from dbjobs.terminal import ProgressBar, human_size
@@ -47,6 +49,16 @@ def execute(settings: Settings, name: str, kwargs: dict[str, Any], args: argpars
         bar.close()
 
 
+@contextmanager
+def about_task(task_id: str) -> Iterator[None]:
+    """Tag an error raised while handling a task with its id, for `{"error": ..., "task_id": ...}` under --json."""
+    try:
+        yield
+    except DbjobsError as exc:
+        exc.task_id = task_id  # type: ignore[attr-defined]
+        raise
+
+
 def wait_for(task_id: str) -> dict[str, Any]:
     """Wait for a submitted task, drawing its progress; return its result or raise its error."""
     from workers.client import wait
@@ -58,7 +70,8 @@ def wait_for(task_id: str) -> dict[str, Any]:
         print(f"note: {text}", file=sys.stderr)
 
     try:
-        return wait(task_id, bar, notice).result or {}
+        with about_task(task_id):
+            return wait(task_id, bar, notice).result or {}
     finally:
         bar.close()
 
@@ -83,6 +96,8 @@ def render_backup(r: dict[str, Any]) -> str:
             f"  size     {human_size(r['size'])} (raw {human_size(r['raw_size'])}), {r['seconds']} s\n"
             f"  sha256   {r['sha256']}\n"
             f"  tables   {len(r['row_counts'])}, rows {sum(r['row_counts'].values())}")
+    if r.get("encryption"):
+        text += f"\n  sealed   age, to {', '.join(r['encryption']['recipients'])}"
     if "sample_created" in r:
         text = (f"no DBJOBS_DATABASE_URL set: created the sample database {r['sample_created']} and backed it up "
                 "(set DBJOBS_DATABASE_URL to back up your own)\n" + text)
@@ -105,11 +120,24 @@ def render_restore(r: dict[str, Any]) -> str:
     return text
 
 
+def utc(iso: str | None) -> str:
+    """An ISO time as `YYYY-MM-DD HH:MM:SS` for tables (they are all UTC)."""
+    return (iso or "")[:19].replace("T", " ")
+
+
+def checksum_cell(c: dict[str, Any]) -> str:
+    """`ok 2026-12-01 22:50`, `DAMAGED 2026-...`, `MISSING ...` or `never checked`."""
+    if c["state"] == "ok":
+        return f"ok {utc(c['verified_at'])[:16]}"
+    return c["state"] if not c["verified_at"] else f"{c['state'].upper()} {utc(c['verified_at'])[:16]}"
+
+
 def render_list(r: dict[str, Any]) -> str:
-    lines = [f"{'ID':<44} {'FINISHED (UTC)':<20} {'DATABASE':<12} {'ENGINE':<10} {'SIZE':>10}  SHA256        LOCATION"]
+    lines = [f"{'ID':<44} {'FINISHED (UTC)':<20} {'DATABASE':<12} {'ENGINE':<10} {'KIND':<13} {'SIZE':>10}  "
+             f"{'CHECKSUM':<25} LOCATION"]
     for b in r["backups"]:
-        lines.append(f"{b['id']:<44} {b['finished_at'][:19].replace('T', ' '):<20} {b['database']:<12} "
-                     f"{b['engine']:<10} {human_size(b['size']):>10}  {b['sha256'][:12]}  {b['location']}")
+        lines.append(f"{b['id']:<44} {utc(b['finished_at']):<20} {b['database']:<12} {b['engine']:<10} "
+                     f"{b['kind']:<13} {human_size(b['size']):>10}  {checksum_cell(b['checksum']):<25} {b['location']}")
     if not r["backups"]:
         lines = ["no backups found"]
     lines.append(f"{len(r['backups'])} of {r['total']} backups shown")
@@ -151,6 +179,46 @@ def render_apply(r: dict[str, Any]) -> str:
     return "\n".join(lines or [f"no pending migrations for {r['database']}"])
 
 
+def render_verify(r: dict[str, Any]) -> str:
+    """Each backup and copy with its state, then a summary line; or the drill's steps and findings."""
+    if r["deep"]:
+        restore = r["restore"] or {}
+        head = (f"drill of {r['backup_id']} ({r['database']}) into {r['into']}: "
+                f"{'PASSED' if r['ok'] else 'FAILED'} in {r['seconds']} s")
+        lines = [head]
+        if restore:
+            lines.append(f"  restored  in {restore.get('seconds')} s"
+                         + (f" (safety copy of {r['into']}: {restore['safety_backup_id']})"
+                            if restore.get("safety_backup_id") else ""))
+        if r["ok"] or r["tables"]:
+            lines.append(f"  rows      {r['rows']} in {r['tables']} tables"
+                         + (", every count as in the manifest" if r["ok"] else ""))
+            lines.append(f"  schema    fingerprint {r['schema']}")
+        lines += [f"  problem   {p}" for p in r["problems"]]
+        return "\n".join(lines)
+    lines = []
+    for b in r["backups"]:
+        for c in b["copies"]:
+            detail = f"  ({c['detail']})" if c["detail"] else ""
+            lines.append(f"{c['state'].upper() if c['state'] != 'ok' else 'ok':<8} {b['id']:<44} {c['where']}{detail}")
+    lines += [f"skipped: {p}" for p in r["skipped"]]
+    lines.append(f"{len(r['backups'])} backup(s) checked: {r['ok']} ok, {r['damaged']} damaged, "
+                 f"{r['missing']} missing" if r["backups"] else "no backups to verify")
+    return "\n".join(lines)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Verify backups (or drill one) and exit 1 when anything is damaged, missing or the drill failed."""
+    kwargs = {"backup": args.backup, "database": args.database, "deep": args.deep, "into": args.into,
+              "backup_dir": args.backup_dir}
+    settings = load_settings()
+    result = execute(settings, "dbjobs.verify", kwargs, args)
+    if result is None:
+        return 0
+    show(args, result, render_verify)
+    return 0 if result["ok_all"] else 1
+
+
 def render_rekey(r: dict[str, Any]) -> str:
     if not r["changed"]:
         return f"{r['backup_id']} is already encrypted to the current recipients; nothing was changed"
@@ -161,6 +229,7 @@ def render_rekey(r: dict[str, Any]) -> str:
 RENDERERS: dict[str, Renderer] = {
     "dbjobs.backup": render_backup, "dbjobs.restore": render_restore, "dbjobs.list_backups": render_list,
     "dbjobs.detect_migrations": render_detect, "dbjobs.apply_migration": render_apply,
+    "dbjobs.verify": render_verify,
     "dbjobs.rekey": render_rekey,
 }
 
@@ -175,10 +244,11 @@ def cmd_result(args: argparse.Namespace) -> int:
     require_broker("task results (without one, jobs run in-process and leave no task ids)")
     from workers.client import status
 
-    current = status(args.task_id)
-    if args.wait and current.result is None:
-        wait_for(args.task_id)
+    with about_task(args.task_id):
         current = status(args.task_id)
+        if args.wait and current.result is None:
+            wait_for(args.task_id)
+            current = status(args.task_id)
     if current.result is None:
         show(args, current.to_dict(), render_unfinished)
     else:
@@ -230,6 +300,9 @@ def cmd_start_scheduler(args: argparse.Namespace) -> int:
     print(f"scheduler: a backup every {settings.backup_interval_hours:g} h and a cleanup every "
           f"{settings.cleanup_interval_days:g} d (keep {settings.keep_days} days, at least {settings.min_keep}) of "
           f"{', '.join(sorted(settings.databases))} in {settings.backup_dir}", file=sys.stderr)
+    if settings.verify_interval_hours:
+        drills = ", ".join(f"{a} into {s}" for a, s in settings.drill_targets().items()) or "none"
+        print(f"scheduler: a restore drill every {settings.verify_interval_hours:g} h of {drills}", file=sys.stderr)
     app.Beat(loglevel=args.loglevel, schedule=args.schedule_file).run()
     return 0
 
@@ -246,22 +319,51 @@ def confirm(question: str) -> bool:
     return input(f"{question} [y/N] ").strip().lower() in {"y", "yes"}
 
 
+def require_terminal(what: str) -> None:
+    """Refuse at once, changing nothing, when a question cannot be asked (stdin is a pipe or a file)."""
+    if not sys.stdin.isatty():
+        raise ConfirmationRequired(f"{what} not confirmed: stdin is not a terminal, so it cannot ask; nothing was "
+                                   "changed (pass --yes to go ahead without the question)")
+
+
+def restore_question(plan: dict[str, Any], create: bool) -> str:
+    """The confirmation naming the backup (id, time, size) and the target (alias, engine, where, size now)."""
+    b, t = plan["backup"], plan["target"]
+    if t["exists"]:
+        now = f"its current contents ({human_size(t['size'])}) will be replaced"
+    else:
+        now = "it does not exist yet and will be created" if create else "it does not exist (pass --create)"
+    return (f"Restore backup {b['id']} (taken {utc(b['finished_at'])} UTC from {b['database']}, "
+            f"{human_size(b['size'])}, checksum verified in {b['verified_in']})\n"
+            f"   into {t['alias']} ({t['engine']} at {t['where']}): {now}. Continue?")
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
-    target = args.database or "the database it was taken from"
-    if args.undo and (args.backup or not args.database):
-        raise ConfigError("--undo takes --database ALIAS and no backup")
-    if not args.undo and not args.backup:
-        raise ConfigError("name the backup to restore (see list-backups), or pass --undo --database ALIAS")
-    question = (f"Swap the last pre-restore copy of {target} back in?" if args.undo else
-                f"Restore {args.backup} into {target}?")
-    if not args.yes and not confirm(f"{question} Its current contents will be replaced"):
-        raise ConfirmationRequired("restore not confirmed; nothing was changed (pass --yes to skip the question)")
-    kwargs = {"backup": args.backup, "database": args.database, "backup_dir": args.backup_dir, "confirmed": True}
+    """Find and verify the backup, ask about exactly what will be replaced (unless --yes), then restore.
+
+    `--undo` swaps the newest pre-restore copy back in instead (nothing to find or verify)."""
     if args.undo:
-        kwargs = {"database": args.database, "undo": True, "copy": args.copy, "confirmed": True}
-    elif args.strategy != "auto":
-        kwargs["strategy"] = args.strategy
-    return submit(args, "dbjobs.restore", kwargs, render_restore)
+        if args.backup or not args.database:
+            raise ConfigError("--undo takes --database ALIAS and no backup")
+        if not args.yes:
+            require_terminal("undo")
+            if not confirm(f"Swap the newest pre-restore copy of {args.database} back in? Its current contents "
+                           "are kept as a pre-restore copy themselves"):
+                raise ConfirmationRequired("undo not confirmed; nothing was changed (pass --yes to skip the question)")
+        return submit(args, "dbjobs.restore", {"database": args.database, "undo": True, "copy": args.copy,
+                                               "confirmed": True}, render_restore)
+    if not args.backup:
+        raise ConfigError("name the backup to restore (see list-backups), or pass --undo --database ALIAS")
+    kwargs = {"backup": args.backup, "database": args.database, "backup_dir": args.backup_dir}
+    if not args.yes:
+        require_terminal("restore")
+        settings = load_settings()
+        plan = execute(settings, "dbjobs.restore_preview", kwargs, argparse.Namespace(wait=True, json=False))
+        if not confirm(restore_question(plan or {}, args.create)):
+            raise ConfirmationRequired("restore not confirmed; nothing was changed (pass --yes to skip the question)")
+    strategy = {"strategy": args.strategy} if args.strategy != "auto" else {}
+    return submit(args, "dbjobs.restore", {**kwargs, "confirmed": True, "create": args.create, **strategy},
+                  render_restore)
 
 
 def cmd_list_backups(args: argparse.Namespace) -> int:
@@ -278,6 +380,8 @@ def cmd_detect_migrations(args: argparse.Namespace) -> int:
 def cmd_apply_migration(args: argparse.Namespace) -> int:
     action = "Revert" if args.reverse else "Apply"
     what = args.file or "the pending migrations"
+    if not args.yes:
+        require_terminal("migration")
     if not args.yes and not confirm(f"{action} {what} on {args.database}?"):
         raise ConfirmationRequired("migration not confirmed; nothing was changed (pass --yes to skip the question)")
     kwargs = {"file": args.file, "database": args.database, "schema_dir": args.schema_dir, "backup": args.backup,
@@ -297,6 +401,8 @@ def render_cleanup(r: dict[str, Any]) -> str:
     lines += [f"{'removed' if not r['dry_run'] else 'would remove'} unfinished file {p} (untouched for a day)"
               for p in r["stale_partials"]]
     lines += [f"skipped: {p}" for p in r["skipped"]]
+    lines += [f"refused      every backup of {db} would go: cleanup refuses that without --allow-empty"
+              for db in r.get("emptied", [])]
     lines.append(f"{len(r['deleted'])} backup(s) {summary} ({human_size(r['freed_bytes'])}), {len(r['kept'])} kept"
                  + (" (dry run: nothing was changed)" if r["dry_run"] else ""))
     return "\n".join(lines)
@@ -306,7 +412,8 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     """Submit `dbjobs.cleanup`; unset keep options fall back to BACKUP_KEEP_DAYS/BACKUP_MIN_KEEP in the job."""
     kwargs = {"database": args.database, "backup_dir": args.backup_dir, "keep_days": args.keep_days,
               "min_keep": args.min_keep, "keep_last": args.keep_last, "keep_daily": args.keep_daily,
-              "keep_weekly": args.keep_weekly, "keep_monthly": args.keep_monthly, "dry_run": args.dry_run}
+              "keep_weekly": args.keep_weekly, "keep_monthly": args.keep_monthly, "dry_run": args.dry_run,
+              "allow_empty": args.allow_empty}
     return submit(args, "dbjobs.cleanup", kwargs, render_cleanup)
 
 
@@ -316,9 +423,23 @@ def render_status(r: dict[str, Any]) -> str:
     for db in r["databases"]:
         state = (f"{db['engine']} {db['version']}, {human_size(db['size'])}" if db["reachable"]
                  else f"UNREACHABLE: {db['error']}")
-        b = r["backups"]["databases"].get(db["alias"], {})
-        newest = f"newest {b['newest_age_hours']} h old" if b.get("newest") else "no backup"
-        lines.append(f"database {db['alias']:<12} {state}; {b.get('count', 0)} backups, {newest}")
+        b = r["backups"]["databases"].get(db["alias"])
+        if b is None:
+            backups = "scratch alias of restore drills"
+        else:
+            kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(b["kinds"].items())) or "none"
+            newest = f"newest full {b['newest_age_hours']} h old" if b["newest"] else "no full backup"
+            backups = f"{b['count']} backups ({kinds}), {newest}"
+        lines.append(f"database {db['alias']:<12} {state}; {backups}")
+    for alias, d in r.get("drills", {}).items():
+        last = d["last"]
+        outcome = (f"{'ok' if last['ok'] else 'FAILED'} at {last['finished_at'][:19].replace('T', ' ')}" if last
+                   else "never ran")
+        into = f" into {d['into']}" if d["into"] else ""
+        lines.append(f"drill    {alias:<12} last restore drill{into}: {outcome}")
+    ignored = r.get("jobs", {}).get("ignored_aliases") or []
+    if ignored:
+        lines.append(f"ignored  job records of aliases no longer configured: {', '.join(ignored)}")
     lines.append(f"backups  {r['backups']['count']} in all, {human_size(r['backups']['total_size'])}; "
                  f"disk {r['disk']['free_percent']}% free ({human_size(r['disk']['free'])}) at {r['disk']['path']}")
     broker = r.get("broker", {})
@@ -372,6 +493,37 @@ def cmd_status(args: argparse.Namespace) -> int:
     report = add_section(report, "broker", *broker)  # type: ignore[arg-type]
     show(args, report, render_status)
     return exit_code(report)
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    """Write the metrics once (--textfile), or serve them until interrupted (--port)."""
+    from prometheus_client import write_to_textfile
+    from prometheus_client.exposition import start_wsgi_server
+
+    from dbjobs.metrics import registry
+    from dbjobs.storage import storages
+
+    settings = load_settings()
+    directory = Path(args.backup_dir) if args.backup_dir else settings.backup_dir
+    metrics = registry(storages(settings, directory), directory, sorted(settings.databases))
+    if args.textfile:
+        try:
+            write_to_textfile(args.textfile, metrics)
+        except OSError as exc:
+            raise ConfigError(f"cannot write the metrics to {args.textfile}: {exc.strerror}") from None
+        print(f"wrote the metrics to {args.textfile}", file=sys.stderr)
+        return 0
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    try:
+        server, thread = start_wsgi_server(args.port, args.address, metrics, certfile=args.tls_cert,
+                                           keyfile=args.tls_key)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {args.address}:{args.port}: {exc.strerror}") from None
+    scheme = "https" if args.tls_cert else "http"
+    print(f"serving metrics on {scheme}://{args.address}:{server.server_port}/metrics", file=sys.stderr, flush=True)
+    thread.join()
+    return 0
 
 
 def bounded(kind: type[int] | type[float], low: float, *, inclusive: bool = True) -> Callable[[str], Any]:
@@ -428,6 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="dbjobs", description="Back up, restore and migrate SQL databases with Celery jobs. "
         "Configuration comes from DBJOBS_* environment variables or a .env file.")
+    parser.add_argument("--version", action="version", version=f"dbjobs {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("backup", help="take a full, compressed, checksummed backup",
@@ -460,7 +613,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="alias to restore into (default: the alias the backup was taken from)")
     p.add_argument("--backup-dir", metavar="DIR", help="where to find backups by id and put the safety backup "
                    "(default: $DBJOBS_BACKUP_DIR or ./backups)")
-    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation (needed when stdin is not a "
+                   "terminal)")
+    p.add_argument("--create", action="store_true", help="create the target database (PostgreSQL, MariaDB) if it "
+                   "does not exist")
     job_options(p)
     p.set_defaults(handler=cmd_restore)
 
@@ -511,6 +667,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--database", metavar="ALIAS", help="only clean backups of this alias (default: all)")
     p.add_argument("--dry-run", action="store_true",
                    help="change nothing; show what would be deleted and why each kept backup is kept")
+    p.add_argument("--allow-empty", action="store_true",
+                   help="allow deleting every backup of a database (otherwise such a cleanup is refused)")
     job_options(p)
     p.set_defaults(handler=cmd_cleanup)
 
@@ -524,6 +682,39 @@ def build_parser() -> argparse.ArgumentParser:
                    help="warn when less than P%% of the backup disk is free, critical under P/5 (default: 10)")
     p.add_argument("--json", action="store_true", help="print the report as JSON for monitoring")
     p.set_defaults(handler=cmd_status)
+
+    p = sub.add_parser("verify", help="re-hash backups where they are kept; --deep drills a restore",
+                       description="Re-hash every backup (or BACKUP, or those of --database) against its manifest, "
+                       "here and in Supabase Storage, and report each copy as ok, damaged or missing. With --deep, "
+                       "restore the backup (default: the newest full backup of --database) into the scratch alias "
+                       "--into, then check every table's row count and the schema fingerprint against the "
+                       "manifest. Exit code 1 when anything is damaged or missing or the drill failed.")
+    p.add_argument("backup", nargs="?", metavar="BACKUP", help="backup id or .dump.zst path (default: every backup)")
+    p.add_argument("--database", metavar="ALIAS", help="only backups of this alias (with --deep: drill its newest "
+                   "full backup; default: default)")
+    p.add_argument("--deep", action="store_true", help="restore into --into and compare row counts and schema")
+    p.add_argument("--into", metavar="ALIAS", help="scratch alias a --deep drill restores into; its contents are "
+                   "replaced (default: from BACKUP_VERIFY_INTO)")
+    p.add_argument("--backup-dir", metavar="DIR", help="backup directory (default: $DBJOBS_BACKUP_DIR or ./backups)")
+    job_options(p)
+    p.set_defaults(handler=cmd_verify)
+
+    p = sub.add_parser("metrics", help="serve (or write) Prometheus metrics of backups, drills and jobs",
+                       description="Prometheus metrics per database alias: the newest full backup's time, size and "
+                       "duration, backups and bytes per storage and kind, the last verify, drill and cleanup (time "
+                       "and outcome), and job failures. Read from the backup directory and Supabase Storage at "
+                       "every scrape: run it where the backups are (a worker host).")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--port", type=non_negative_int, metavar="P", help="serve /metrics on this port (0: any "
+                       "free port, printed)")
+    where.add_argument("--textfile", metavar="FILE", help="write the metrics once to FILE (atomically) for "
+                       "node-exporter's textfile collector, then exit")
+    p.add_argument("--address", default="127.0.0.1", metavar="ADDR",
+                   help="address to listen on (default: 127.0.0.1; see the README before exposing it)")
+    p.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate (with --tls-key)")
+    p.add_argument("--tls-key", metavar="FILE", help="the certificate's private key")
+    p.add_argument("--backup-dir", metavar="DIR", help="backup directory (default: $DBJOBS_BACKUP_DIR or ./backups)")
+    p.set_defaults(handler=cmd_metrics)
 
     add_celery_commands(sub)
     add_key_commands(sub)
@@ -620,6 +811,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except DbjobsError as exc:
+        if getattr(args, "json", False):
+            print(json.dumps({"error": str(exc), "task_id": getattr(exc, "task_id", None)}))
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from dbjobs.catalog import Backup, gc_paused, list_scanned, load
-from dbjobs.errors import DbjobsError, StorageError
+from dbjobs.errors import ConfirmationRequired, DbjobsError, StorageError
 from dbjobs.progress import Progress, ProgressCallback, no_progress
-from dbjobs.retention import Candidate, Decision, Rule, decide
+from dbjobs.retention import Candidate, Decision, Rule, decide, emptied
 from dbjobs.storage.base import Scan, Storage
 from dbjobs.storage.local import LocalStorage
 
@@ -33,6 +33,7 @@ class CleanupResult:
     interrupted: list[str] = field(default_factory=list)
     stale_partials: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    emptied: list[str] = field(default_factory=list)
     freed: int = 0
 
     def to_dict(self) -> dict[str, object]:
@@ -40,12 +41,12 @@ class CleanupResult:
         return {"dry_run": self.dry_run, "rule": self.rule.to_dict(), "deleted": self.deleted, "kept": self.kept,
                 "freed_bytes": self.freed,
                 "interrupted_deletions": self.interrupted, "stale_partials": self.stale_partials,
-                "skipped": self.skipped}
+                "skipped": self.skipped, "emptied": self.emptied}
 
 
 def _row(backup: Backup, decision: Decision) -> dict[str, object]:
     m = backup.manifest
-    return {"id": m.id, "database": m.database, "finished_at": m.finished_at, "size": m.size,
+    return {"id": m.id, "database": m.database, "kind": m.kind, "finished_at": m.finished_at, "size": m.size,
             "locations": backup.locations, "reasons": list(decision.reasons)}
 
 
@@ -65,21 +66,29 @@ def _orphans(storage: Storage, scan: Scan, database: str | None) -> list[str]:
 
 
 def run_cleanup(storages: Sequence[Storage], rule: Rule, now: datetime, *, database: str | None = None,
-                dry_run: bool = False, progress: ProgressCallback = no_progress) -> CleanupResult:
-    """Decide over every visible backup (of `database`, or all) and delete the doomed ones everywhere."""
+                dry_run: bool = False, allow_empty: bool = False,
+                progress: ProgressCallback = no_progress) -> CleanupResult:
+    """Decide over every visible backup (of `database`, or all) and delete the doomed ones everywhere.
+
+    A decision that leaves a database without any backup is refused before anything is deleted
+    unless `allow_empty` (a dry run reports it in `emptied`).
+    """
     with gc_paused():
-        return _cleanup(storages, rule, now, database, dry_run, progress)
+        return _cleanup(storages, rule, now, database, dry_run, allow_empty, progress)
 
 
 def _cleanup(storages: Sequence[Storage], rule: Rule, now: datetime, database: str | None, dry_run: bool,
-             progress: ProgressCallback) -> CleanupResult:
+             allow_empty: bool, progress: ProgressCallback) -> CleanupResult:
     progress(Progress("scan"))
     scanned = [(s, s.scan()) for s in storages]
     backups, problems = list_scanned(scanned, database)
     by_id = {b.manifest.id: b for b in backups}
-    decisions = decide((Candidate(b.manifest.id, b.manifest.database, b.manifest.finished) for b in backups),
-                       rule, now)
-    result = CleanupResult(dry_run, rule, skipped=problems)
+    decisions = decide((Candidate(b.manifest.id, b.manifest.database, b.manifest.finished, b.manifest.kind)
+                        for b in backups), rule, now)
+    result = CleanupResult(dry_run, rule, skipped=problems, emptied=[] if allow_empty else emptied(decisions))
+    if result.emptied and not dry_run:
+        raise ConfirmationRequired(f"these rules would delete every backup of {', '.join(result.emptied)}; "
+                                   "nothing was deleted (pass --allow-empty to do it anyway)")
     for d in decisions:
         backup = by_id[d.candidate.id]
         (result.kept if d.keep else result.deleted).append(_row(backup, d))

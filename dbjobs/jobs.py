@@ -29,8 +29,9 @@ TargetFunction = Callable[[Settings, dict[str, Any]], str]
 class Job:
     """A registered job: its public name, function, and whether it needs the database's lock.
 
-    `target` names the alias a locking job works on when its arguments do not say it directly
-    (a restore without `--database` targets the alias its backup was taken from).
+    `target` names the alias a locking job works on when `database` is not simply it (a restore
+    without `--database` targets the alias its backup was taken from; a deep verify locks the
+    scratch alias it restores into, a plain one nothing: None).
     """
 
     name: str
@@ -86,9 +87,9 @@ def locked_alias(name: str, settings: Settings, kwargs: dict[str, Any]) -> str |
     if not entry.locks_database:
         return None
     arguments = _arguments(entry, settings, kwargs, no_progress)
-    alias = arguments.get("database")
+    alias = entry.target(settings, arguments) if entry.target else arguments.get("database") or "default"
     if alias is None:
-        alias = entry.target(settings, arguments) if entry.target else "default"
+        return None
     settings.database_url(alias)
     return alias
 
@@ -106,7 +107,8 @@ def _dir(value: str | None, default: Path) -> Path:
 
 @job("dbjobs.backup", locks_database=True)
 def backup(settings: Settings, progress: ProgressCallback, *, database: str = "default",
-           output_dir: str | None = None, upload: bool = False, request_id: str | None = None) -> dict[str, Any]:
+           output_dir: str | None = None, upload: bool = False, request_id: str | None = None,
+           kind: str = "full") -> dict[str, Any]:
     """Full backup of one database alias into the backup directory, then (with `upload`) to Supabase Storage.
 
     Missing Supabase settings stop the job before any work. Nothing the store does can: the
@@ -116,14 +118,18 @@ def backup(settings: Settings, progress: ProgressCallback, *, database: str = "d
     request, after a worker died between writing the manifest and reporting success, returns the
     backup it already took instead of taking a second one (and uploads it, if asked: uploads
     overwrite, so a repeated one is harmless).
+    `kind` marks copies dbjobs takes by itself (`pre-migration`), which retention keeps apart.
     """
     from dbjobs.backup import BackupResult, run_backup
     from dbjobs.catalog import find_request_backup
     from dbjobs.jobstate import recorded
+    from dbjobs.retention import KINDS
     from dbjobs.sample import ensure_sample
     from dbjobs.storage import require_remote
     from dbjobs.upload import upload_backup
 
+    if kind not in KINDS:
+        raise ConfigError(f"backup kind must be one of {', '.join(KINDS)}, got {kind!r}")
     directory = _dir(output_dir, settings.backup_dir)
     db = settings.database(database)
     remote = require_remote(settings) if upload else None
@@ -134,7 +140,7 @@ def backup(settings: Settings, progress: ProgressCallback, *, database: str = "d
     else:
         with recorded(directory, "dbjobs.backup", database):
             created = ensure_sample(settings, db)
-            done = run_backup(db, directory, progress=progress, request_id=request_id,
+            done = run_backup(db, directory, progress=progress, request_id=request_id, kind=kind,
                               recipients=settings.age.recipients)
     result = done.to_dict()
     if created:
@@ -149,9 +155,10 @@ def _restore_target(settings: Settings, arguments: dict[str, Any]) -> str:
     from dbjobs.catalog import find_backup
     from dbjobs.storage import storages
 
+    if arguments["database"]:
+        return str(arguments["database"])
     if arguments["backup"] is None:
         raise ConfigError("name the backup to restore (or pass --undo with --database)")
-
     places = storages(settings, _dir(arguments["backup_dir"], settings.backup_dir))
     return find_backup(places, arguments["backup"]).manifest.database
 
@@ -159,12 +166,15 @@ def _restore_target(settings: Settings, arguments: dict[str, Any]) -> str:
 @job("dbjobs.restore", locks_database=True, target=_restore_target)
 def restore(settings: Settings, progress: ProgressCallback, *, backup: str | None = None,
             database: str | None = None, backup_dir: str | None = None, confirmed: bool = False,
-            strategy: str = "auto", undo: bool = False, copy: str | None = None,
-            request_id: str | None = None) -> dict[str, Any]:
+            create: bool = False, safety_backup: bool = True, strategy: str = "auto", undo: bool = False,
+            copy: str | None = None, request_id: str | None = None) -> dict[str, Any]:
     """Restore a backup (id or file) into an alias: the backup's own alias unless another is named.
 
     An id is looked up locally and in Supabase Storage; a remote-only backup is downloaded into
-    the backup directory and verified first. `strategy` is auto (swap where possible), swap or
+    the backup directory and verified first. A PostgreSQL or MariaDB target that does not exist
+    is refused, or with `create` created empty first. `safety_backup=False` is for scratch
+    targets whose contents nobody needs back (restore drills): no safety copy is taken (a swap
+    restore keeps no pre-restore copy). `strategy` is auto (swap where possible), swap or
     in-place. `undo` swaps the alias's newest pre-restore copy (or `copy`) back in instead.
     """
     from dbjobs.catalog import ensure_local, find_backup
@@ -189,10 +199,47 @@ def restore(settings: Settings, progress: ProgressCallback, *, backup: str | Non
     db = settings.database(database or found.manifest.database)
     sealed(found.manifest.id, found.manifest.encryption, settings.age.identity_file)  # no key: stop before a download
     found = ensure_local(found, places, directory, progress)
+    created = False
+    if confirmed and found.manifest.engine == db.engine:  # another engine's backup is refused by run_restore
+        from dbjobs.provision import ensure_target
+
+        created = ensure_target(db, create=create)
     retention = Retention(settings.pre_restore_keep, settings.pre_restore_days)
-    return run_restore(found, db, directory, confirmed=confirmed, progress=progress, keys=settings.age,
-                       strategy=strategy, request_id=request_id, jobs=settings.restore_jobs,
-                       retention=retention).to_dict()
+    return run_restore(found, db, directory, confirmed=confirmed, safety_backup=safety_backup and not created,
+                       progress=progress, keys=settings.age, strategy=strategy, request_id=request_id,
+                       jobs=settings.restore_jobs, retention=retention).to_dict()
+
+
+@job("dbjobs.restore_preview")
+def restore_preview(settings: Settings, progress: ProgressCallback, *, backup: str, database: str | None = None,
+                    backup_dir: str | None = None) -> dict[str, Any]:
+    """Find and verify a backup and describe the target a restore would replace: what the CLI asks about.
+
+    Changes nothing. The copy that would be restored is re-hashed (this host's file, else the
+    remote object where it is), so the question is only asked about a backup known good.
+    """
+    from dbjobs.catalog import find_backup
+    from dbjobs.provision import describe
+    from dbjobs.recipients import sealed
+    from dbjobs.storage import LocalStorage, storages
+    from dbjobs.verify import check_copy
+
+    places = storages(settings, _dir(backup_dir, settings.backup_dir))
+    found = find_backup(places, backup)
+    db = settings.database(database or found.manifest.database)
+    sealed(found.manifest.id, found.manifest.encryption, settings.age.identity_file)  # refused before the question
+    source = (LocalStorage(found.path.parent) if found.path is not None
+              else next(s for s in places if s.where in found.remotes))
+    checked = check_copy(source, found.manifest, True, progress)
+    if checked.state != "ok":
+        from dbjobs.errors import BackupInvalidError
+
+        raise BackupInvalidError(f"{found.manifest.id} in {checked.where} is {checked.state} ({checked.detail}); "
+                                 "nothing was restored")
+    m = found.manifest
+    return {"backup": {"id": m.id, "database": m.database, "engine": m.engine, "kind": m.kind,
+                       "finished_at": m.finished_at, "size": m.size, "verified_in": checked.where},
+            "target": describe(db)}
 
 
 @job("dbjobs.rekey")
@@ -218,16 +265,20 @@ def list_backups(settings: Settings, progress: ProgressCallback, *, backup_dir: 
     """Complete backups newest first (at most `limit`), local and remote merged, and the skipped manifests.
 
     A storage that cannot be read (the remote store down) is named under `unreadable` with its
-    error, and the backups of the others are still listed.
+    error, and the backups of the others are still listed. Each row carries its kind and its
+    checksum state: what the last `verify` found (ok, damaged, missing, and when), or `never checked`.
     """
     from dbjobs.catalog import list_scanned, scan_readable
     from dbjobs.storage import storages
+    from dbjobs.verify import checksum_state
 
     if limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {limit}")
-    scanned, unreadable = scan_readable(storages(settings, _dir(backup_dir, settings.backup_dir)))
+    directory = _dir(backup_dir, settings.backup_dir)
+    scanned, unreadable = scan_readable(storages(settings, directory))
     backups, problems = list_scanned(scanned, database)
-    return {"backups": [b.to_dict() for b in backups[:limit]], "total": len(backups), "skipped": problems,
+    rows = [{**b.to_dict(), "checksum": checksum_state(directory, b)} for b in backups[:limit]]
+    return {"backups": rows, "total": len(backups), "skipped": problems,
             "unreadable": [u.to_dict() for u in unreadable],
             "pre_restore_copies": _pre_restore_copies(settings, [database] if database else sorted(settings.databases))}
 
@@ -245,7 +296,8 @@ def _pre_restore_copies(settings: Settings, aliases: list[str]) -> list[dict[str
 
 def _backup_first(settings: Settings, progress: ProgressCallback, database: str, wanted: bool) -> dict | None:
     """The `--backup` option of the schema jobs: a full backup before anything changes."""
-    return run_job("dbjobs.backup", settings, {"database": database}, progress) if wanted else None
+    kwargs = {"database": database, "kind": "pre-migration"}
+    return run_job("dbjobs.backup", settings, kwargs, progress) if wanted else None
 
 
 @job("dbjobs.detect_migrations", locks_database=True)
@@ -292,8 +344,12 @@ def apply_migration(settings: Settings, progress: ProgressCallback, *, file: str
 def cleanup(settings: Settings, progress: ProgressCallback, *, database: str | None = None,
             backup_dir: str | None = None, keep_days: int | None = None, min_keep: int | None = None,
             keep_last: int = 0, keep_daily: int = 0, keep_weekly: int = 0, keep_monthly: int = 0,
-            dry_run: bool = False) -> dict[str, Any]:
-    """Apply retention to the local directory and the shared remote store (defaults: BACKUP_KEEP_DAYS/MIN_KEEP)."""
+            dry_run: bool = False, allow_empty: bool = False) -> dict[str, Any]:
+    """Apply retention to the local directory and the shared remote store (defaults: BACKUP_KEEP_DAYS/MIN_KEEP).
+
+    Safety and pre-migration copies follow their own short rule; leaving a database with no
+    backup at all needs `allow_empty`.
+    """
     from dbjobs.cleanup import run_cleanup
     from dbjobs.jobstate import recorded
     from dbjobs.retention import Rule
@@ -306,7 +362,7 @@ def cleanup(settings: Settings, progress: ProgressCallback, *, database: str | N
     outcome = contextlib.nullcontext() if dry_run else recorded(directory, "dbjobs.cleanup", database or "all")
     with outcome:
         result = run_cleanup(storages(settings, directory), rule, datetime.now(UTC), database=database,
-                             dry_run=dry_run, progress=progress).to_dict()
+                             dry_run=dry_run, allow_empty=allow_empty, progress=progress).to_dict()
     result["pre_restore_copies_dropped"] = _prune_copies(settings, [database] if database else sorted(
         settings.databases), dry_run)
     return result
@@ -329,7 +385,10 @@ def _prune_copies(settings: Settings, aliases: list[str], dry_run: bool) -> list
 @job("dbjobs.status")
 def status(settings: Settings, progress: ProgressCallback, *, database: str | None = None,
            backup_dir: str | None = None, min_free_percent: float = 10.0) -> dict[str, Any]:
-    """Health of the databases (all aliases, or one), their backups, the backup disk and the last jobs."""
+    """Health of the databases (all aliases, or one), their backups, drills, the backup disk and the last jobs.
+
+    Scratch aliases that drills restore into are not expected to have backups of their own.
+    """
     from dbjobs import status as report
     from dbjobs.jobstate import outcomes
     from dbjobs.storage import storages
@@ -338,15 +397,85 @@ def status(settings: Settings, progress: ProgressCallback, *, database: str | No
         raise ConfigError(f"--min-free-percent must be between 0 and 100, got {min_free_percent}")
     aliases = [database] if database else sorted(settings.databases)
     dbs = [settings.database(alias) for alias in aliases]
+    drills = settings.drill_targets()
+    scratch = set(drills.values())
     directory = _dir(backup_dir, settings.backup_dir)
     backups, storage = report.storage_section(storages(settings, directory))
+    backups = [b for b in backups if b.manifest.database in aliases]
     probe = report.schema_probe(settings.schema_dir)
+    recorded = outcomes(directory)
     return report.build_report({
         "databases": report.combine([report.database_section(db) for db in dbs]),
         "schema": report.combine([report.schema_section(db, probe) for db in dbs]),
-        "backups": report.backups_section(backups, aliases, datetime.now(UTC), settings.backup_interval_hours),
+        "backups": report.backups_section(backups, [a for a in aliases if a not in scratch], datetime.now(UTC),
+                                          settings.backup_interval_hours),
         "storage": storage,
         "disk": report.disk_section(directory, min_free_percent),
-        "jobs": report.jobs_section(outcomes(directory)),
+        "jobs": report.jobs_section(recorded, aliases, settings.databases),
+        "drills": report.drills_section(recorded, {a: drills[a] for a in aliases if a in drills}, aliases,
+                                        datetime.now(UTC), settings.verify_interval_hours),
         "pre_restore_copies": (_pre_restore_copies(settings, aliases), []),
     })
+
+
+def _drill_into(settings: Settings, arguments: dict[str, Any]) -> str | None:
+    """The scratch alias a deep verify restores into (None for a plain verify): `into`, else BACKUP_VERIFY_INTO's.
+
+    Never the alias the backup was taken from: a drill replaces its target's contents.
+    """
+    from dbjobs.catalog import find_backup
+    from dbjobs.storage import storages
+
+    if not arguments["deep"]:
+        return None
+    source = arguments["database"] or "default"
+    if arguments["backup"]:
+        places = storages(settings, _dir(arguments["backup_dir"], settings.backup_dir))
+        source = find_backup(places, arguments["backup"]).manifest.database
+    into = arguments["into"] or settings.drill_targets().get(source)
+    if not into:
+        raise ConfigError(f"--deep needs --into ALIAS, a scratch database to restore {source!r} into "
+                          "(or set BACKUP_VERIFY_INTO)")
+    settings.database_url(into)
+    if into == source:
+        raise ConfigError(f"--into {into!r} is the database the backup was taken from: a drill replaces the "
+                          "contents of its target, so name a scratch alias")
+    return str(into)
+
+
+@job("dbjobs.verify", locks_database=True, target=_drill_into)
+def verify(settings: Settings, progress: ProgressCallback, *, backup: str | None = None,
+           database: str | None = None, deep: bool = False, into: str | None = None,
+           backup_dir: str | None = None) -> dict[str, Any]:
+    """Re-hash backups where they are kept (all, `database`'s, or `backup`); with `deep`, drill a restore.
+
+    A drill restores `backup` (default: the newest full backup of `database`, or of `default`)
+    into the scratch alias `into` through the restore job, then checks every table's row count
+    and the schema fingerprint against the manifest. Damage and failed drills are results
+    (`ok: false`), recorded for `status`; only bad arguments and unreadable storages raise.
+    """
+    from dbjobs import verify as checks
+    from dbjobs.catalog import find_backup
+    from dbjobs.schema.snapshot import fingerprint
+    from dbjobs.storage import storages
+
+    directory = _dir(backup_dir, settings.backup_dir)
+    places = storages(settings, directory)
+    if not deep:
+        if into:
+            raise ConfigError("--into is for --deep drills; a plain verify restores nothing")
+        verified, skipped = checks.verify_backups(places, directory, ref=backup, database=database,
+                                                  progress=progress)
+        counts = {state: sum(v.state == state for v in verified) for state in checks.STATES}
+        return {"deep": False, "backups": [v.to_dict() for v in verified], "skipped": skipped, **counts,
+                "ok_all": counts["damaged"] == counts["missing"] == 0}
+    target = _drill_into(settings, {"deep": True, "database": database, "backup": backup, "into": into,
+                                    "backup_dir": backup_dir})
+    found = find_backup(places, backup) if backup else checks.newest_full(places, database or "default")
+
+    def restore(backup_id: str, alias: str) -> dict[str, Any]:
+        return run_job("dbjobs.restore", settings, {"backup": backup_id, "database": alias, "safety_backup": False,
+                                                    "backup_dir": str(directory), "confirmed": True}, progress)
+
+    result = checks.drill(found, places, settings.database(str(target)), directory, restore, fingerprint, progress)
+    return {"deep": True, **result.to_dict(), "ok_all": result.ok}

@@ -11,13 +11,15 @@ import contextlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from dbjobs.pipeline import private_dir, write_atomic
 
 STATE_DIR = ".last-jobs"
+ALL = "all"  # the database of a job that ran over every alias (a cleanup without --database)
+DRILL_JOB = "dbjobs.drill"  # a deep verify: the restore drill of one alias's backup
 
 
 @dataclass(frozen=True)
@@ -29,28 +31,42 @@ class JobOutcome:
     ok: bool
     finished_at: str
     error: str | None = None
+    failures: int = 0  # how many runs of this job on this database have failed so far (a Prometheus counter)
 
     def to_dict(self) -> dict[str, object]:
         """JSON form, for the state file and the status report."""
         return asdict(self)
 
 
+def _path(directory: Path, job: str, database: str) -> Path:
+    return directory / STATE_DIR / f"{job}-{database}.json"
+
+
+def _read(path: Path) -> JobOutcome | None:
+    try:
+        return JobOutcome(**json.loads(path.read_bytes()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
 def record(directory: Path, outcome: JobOutcome) -> None:
-    """Store `outcome` as the last run of its job on its database; an unwritable directory never fails the job."""
+    """Store `outcome` as the last run of its job on its database, counting failures; never fails the job.
+
+    The failure count carries over from the previous record (two jobs finishing at the same
+    instant may lose one count: it is a monitoring figure, not a ledger).
+    """
+    path = _path(directory, outcome.job, outcome.database)
+    previous = _read(path)
+    failures = (previous.failures if previous else 0) + (not outcome.ok)
     with contextlib.suppress(OSError):
-        state = private_dir(directory / STATE_DIR)
-        write_atomic(state / f"{outcome.job}-{outcome.database}.json", json.dumps(outcome.to_dict()).encode())
+        private_dir(path.parent)
+        write_atomic(path, json.dumps(replace(outcome, failures=failures).to_dict()).encode())
 
 
 def outcomes(directory: Path) -> list[JobOutcome]:
     """The last outcome of every job recorded in `directory` (unreadable records are ignored)."""
-    found = []
-    for path in sorted((directory / STATE_DIR).glob("*.json")):
-        try:
-            found.append(JobOutcome(**json.loads(path.read_bytes())))
-        except (OSError, ValueError, TypeError):
-            continue
-    return found
+    found = (_read(path) for path in sorted((directory / STATE_DIR).glob("*.json")))
+    return [o for o in found if o is not None]
 
 
 @contextmanager

@@ -148,43 +148,59 @@ def write_compressed(
 def verify_file(
     path: Path, size: int, sha256: str, progress: ProgressCallback, *, sealed: Sealed | None = None
 ) -> None:
-    """Check a backup's size and SHA-256 before anything is touched; raise BackupInvalidError on mismatch.
+    """Check a backup's size and SHA-256 before anything is touched; raise BackupInvalidError on mismatch."""
+    with open(path, "rb") as f:
+        verify_open(f, path.name, size, sha256, progress, sealed=sealed)
+
+
+def verify_open(
+    f: BinaryIO, name: str, size: int, sha256: str, progress: ProgressCallback, *, sealed: Sealed | None = None
+) -> None:
+    """`verify_file` on a file already open (read from its start): a restore verifies and loads one descriptor.
 
     An encrypted backup (`sealed`) is also decrypted in the same pass and its compressed
     plaintext checked against the manifest: a wrong identity or an altered byte is refused here.
     """
-    actual = path.stat().st_size
+    actual = os.fstat(f.fileno()).st_size
     if actual != size:
-        raise BackupInvalidError(f"{path.name}: size is {actual} bytes, the manifest says {size} (truncated?)")
+        raise BackupInvalidError(f"{name}: size is {actual} bytes, the manifest says {size} (truncated?)")
     digest = hashlib.sha256()
     plain = HashingFile(Discard())
     refused: DbjobsError | None = None
-    with open(path, "rb") as f:
-        try:
-            with decrypting(plain, sealed) if sealed else nullcontext() as age:
-                while chunk := f.read(CHUNK * 4):
-                    digest.update(chunk)
-                    if age is not None:
-                        age.write(chunk)
-                    progress(Progress("verify", f.tell(), size))
-        except DbjobsError as exc:  # finish the storage check first: a damaged file is the plainer explanation
-            refused = exc
+    f.seek(0)
+    try:
+        with decrypting(plain, sealed) if sealed else nullcontext() as age:
             while chunk := f.read(CHUNK * 4):
                 digest.update(chunk)
+                if age is not None:
+                    age.write(chunk)
+                progress(Progress("verify", f.tell(), size))
+    except DbjobsError as exc:  # finish the storage check first: a damaged file is the plainer explanation
+        refused = exc
+        while chunk := f.read(CHUNK * 4):
+            digest.update(chunk)
     if digest.hexdigest() != sha256:
-        raise BackupInvalidError(f"{path.name}: SHA-256 does not match the manifest (the file is corrupt)")
+        raise BackupInvalidError(f"{name}: SHA-256 does not match the manifest (the file is corrupt)")
     if refused is not None:
         raise refused
     if sealed and (plain.size, plain.hash.hexdigest()) != (sealed.compressed_size, sealed.compressed_sha256):
-        raise BackupInvalidError(f"{path.name}: the decrypted dump does not match the manifest's checksum of the "
+        raise BackupInvalidError(f"{name}: the decrypted dump does not match the manifest's checksum of the "
                                  "compressed plaintext (the backup was replaced or the manifest edited)")
 
 
 def decompressed_chunks(path: Path, progress: ProgressCallback, total: int, *,
                         sealed: Sealed | None = None) -> Iterator[bytes]:
     """Yield the raw dump of a verified backup (decrypted first if `sealed`), reporting stored bytes read."""
-    with open(path, "rb") as f, (decrypted(f, sealed) if sealed else nullcontext(f)) as source:
-        reader = zstandard.ZstdDecompressor().stream_reader(source, read_size=CHUNK)
+    with open(path, "rb") as f:
+        yield from decompressed_open(f, path.name, progress, total, sealed=sealed)
+
+
+def decompressed_open(f: BinaryIO, name: str, progress: ProgressCallback, total: int, *,
+                      sealed: Sealed | None = None) -> Iterator[bytes]:
+    """`decompressed_chunks` from an open file, read from its beginning; `age` reads it itself when sealed."""
+    f.seek(0)
+    with decrypted(f, sealed) if sealed else nullcontext(f) as source:
+        reader = zstandard.ZstdDecompressor().stream_reader(source, read_size=CHUNK, closefd=False)
         reported = 0
         try:
             while chunk := reader.read(CHUNK):
@@ -193,5 +209,5 @@ def decompressed_chunks(path: Path, progress: ProgressCallback, total: int, *,
                     reported = f.tell()
                     progress(Progress("restore", reported, total))
         except zstandard.ZstdError as exc:
-            raise BackupInvalidError(f"{path.name}: cannot decompress ({exc})") from None
+            raise BackupInvalidError(f"{name}: cannot decompress ({exc})") from None
     progress(Progress("restore", total, total))

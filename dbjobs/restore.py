@@ -184,8 +184,9 @@ def run_restore(
     chosen, note = choose_strategy(connector, strategy)
     if chosen == "swap":
         progress(Progress("restore", 0, manifest.size))
-        outcome = _swap_in(backup, db, connector, safety_dir / f".restore-{db.alias}", jobs, request_id,
-                           retention or Retention(), progress, opened)
+        kept = (retention or Retention()) if safety_backup else Retention(keep=0)  # a drill keeps no copy
+        outcome = _swap_in(backup, db, connector, safety_dir / f".restore-{db.alias}", jobs, request_id, kept,
+                           progress, opened)
         return RestoreResult(manifest.id, db.alias, None, time.monotonic() - start, "swap", outcome)
     safety = None
     if safety_backup and existing:

@@ -6,6 +6,11 @@ newest of each database) plus optional grandfather-father-son rules in the style
 `keep_weekly` ISO weeks and `keep_monthly` months that have a backup (UTC calendar). A backup
 is kept when any rule keeps it; every decision carries its reasons so `cleanup --dry-run` can
 explain itself. Deciding again after applying a decision deletes nothing more.
+
+Rules apply per database *and per kind*: full backups follow the rule given; the copies dbjobs
+takes by itself before a restore (`safety`) or a migration (`pre-migration`) each follow the
+short `SAFETY_RULE` (never more than the rule given keeps), so a burst of safety copies can
+never push a full backup out of `min_keep`.
 """
 
 from __future__ import annotations
@@ -42,12 +47,28 @@ class Rule:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+KINDS = ("full", "safety", "pre-migration")
+SAFETY_KEEP_DAYS = 7
+SAFETY_MIN_KEEP = 2
+
+
 class Candidate(NamedTuple):
     """What the policy needs to know of a backup (a tuple: building 10,000 of them is cheap)."""
 
     id: str
     database: str
     finished: datetime
+    kind: str = "full"
+
+
+def rule_for(kind: str, rule: Rule) -> Rule:
+    """The rule a kind follows: full backups (and unknown kinds, to be safe) the given one, copies the short one.
+
+    The short rule is capped by the given one, so an explicit `--keep-days 0 --min-keep 0` reaches them too.
+    """
+    if kind not in ("safety", "pre-migration"):
+        return rule
+    return Rule(keep_days=min(rule.keep_days, SAFETY_KEEP_DAYS), min_keep=min(rule.min_keep, SAFETY_MIN_KEEP))
 
 
 class Decision(NamedTuple):
@@ -86,10 +107,12 @@ def newest_per_bucket(finished_newest_first: Sequence[datetime], bucket: Bucket,
     return chosen
 
 
-def _decide_database(newest_first: list[Candidate], rule: Rule, now: datetime) -> list[Decision]:
+def _decide_group(newest_first: list[Candidate], rule: Rule, now: datetime) -> list[Decision]:
     finished = [_utc(c.finished) for c in newest_first]
     reasons: list[list[str]] = [[] for _ in newest_first]
-    for count, why in ((rule.min_keep, f"min-keep: one of the {rule.min_keep} newest of {newest_first[0].database}"),
+    first = newest_first[0]
+    of = f"{first.database} ({first.kind} copies)" if first.kind in KINDS[1:] else first.database
+    for count, why in ((rule.min_keep, f"min-keep: one of the {rule.min_keep} newest of {of}"),
                        (rule.keep_last, f"keep-last: one of the last {rule.keep_last}")):
         for kept in reasons[:count]:
             kept.append(why)
@@ -111,13 +134,21 @@ def _decide_database(newest_first: list[Candidate], rule: Rule, now: datetime) -
 
 
 def decide(candidates: Iterable[Candidate], rule: Rule, now: datetime) -> list[Decision]:
-    """One decision per candidate (and only for those), grouped by database, newest first within each."""
-    by_database: dict[str, list[Candidate]] = defaultdict(list)
+    """One decision per candidate (and only for those), grouped by database and kind, newest first within each."""
+    groups: dict[tuple[str, int], list[Candidate]] = defaultdict(list)
     for c in candidates:
-        by_database[c.database].append(c)
+        groups[(c.database, KINDS.index(c.kind) if c.kind in KINDS else 0)].append(c)
     now = _utc(now)
     decisions: list[Decision] = []
-    for database in sorted(by_database):
-        newest_first = sorted(by_database[database], key=lambda c: (_utc(c.finished), c.id), reverse=True)
-        decisions.extend(_decide_database(newest_first, rule, now))
+    for database, kind in sorted(groups):
+        newest_first = sorted(groups[(database, kind)], key=lambda c: (_utc(c.finished), c.id), reverse=True)
+        decisions.extend(_decide_group(newest_first, rule_for(KINDS[kind], rule), now))
     return decisions
+
+
+def emptied(decisions: Iterable[Decision]) -> list[str]:
+    """Databases every one of whose backups the decisions delete: cleanup does that only with `--allow-empty`."""
+    kept: dict[str, bool] = {}
+    for d in decisions:
+        kept[d.candidate.database] = kept.get(d.candidate.database, False) or d.keep
+    return sorted(database for database, any_kept in kept.items() if not any_kept)

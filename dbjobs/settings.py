@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from dbjobs.dburl import DatabaseURL
 
 SAMPLE_DATABASE_FILE = "dbjobs-sample.sqlite3"
+EVERY = "*"  # BACKUP_VERIFY_INTO naming one scratch alias for every database
 ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 
 
@@ -54,6 +55,21 @@ class Settings:
     supabase_retry_seconds: float = 60.0
     supabase_chunk_mb: float = 128.0
     age: AgeKeys = NO_KEYS  # DBJOBS_ENCRYPT_TO / DBJOBS_AGE_IDENTITY_FILE
+    verify_interval_hours: float | None = None
+    verify_into: Mapping[str, str] = field(default_factory=dict)
+
+    def drill_targets(self) -> dict[str, str]:
+        """Each alias that is drilled and the scratch alias its newest backup is restored into.
+
+        `BACKUP_VERIFY_INTO=scratch` drills every other alias of the scratch's engine into it;
+        `alias=scratch` pairs name them one by one.
+        """
+        if EVERY not in self.verify_into:
+            return dict(self.verify_into)
+        scratch = self.verify_into[EVERY]
+        engine = self.database(scratch).engine
+        return {alias: scratch for alias in sorted(self.databases)
+                if alias != scratch and self.database(alias).engine == engine}
 
     def database_url(self, alias: str) -> str:
         """The URL of a configured alias; an unknown alias is a user error, not a KeyError."""
@@ -193,6 +209,7 @@ def load_settings(
         age=load_keys(env),
         **_worker_limits(env),
         **_restore_settings(env),
+        **_drills(env, databases),
     )
 
 
@@ -210,6 +227,36 @@ def _restore_settings(env: Mapping[str, str]) -> dict[str, float]:
         "pre_restore_keep": int(_number(env, "DBJOBS_PRE_RESTORE_KEEP", 1, integer=True)),
         "pre_restore_days": _number(env, "DBJOBS_PRE_RESTORE_DAYS", 7, integer=False),
     }
+
+
+def parse_verify_into(raw: str, databases: Mapping[str, str]) -> dict[str, str]:
+    """BACKUP_VERIFY_INTO: one scratch alias (`scratch`), or `alias=scratch` pairs separated by `;`, `,` or spaces."""
+    items = [item for item in re.split(r"[;,\s]+", raw.strip()) if item]
+    if len(items) == 1 and "=" not in items[0]:
+        pairs = [(EVERY, items[0])]
+    else:
+        pairs = [tuple(item.partition("=")[::2]) for item in items]
+    for source, scratch in pairs:
+        for alias in (source, scratch):
+            if alias != EVERY and alias not in databases:
+                known = ", ".join(sorted(databases)) or "none"
+                raise ConfigError(f"BACKUP_VERIFY_INTO names {alias!r}, which is not a configured alias "
+                                  f"(configured: {known}); write a scratch alias or alias=scratch pairs")
+        if source == scratch:
+            raise ConfigError(f"BACKUP_VERIFY_INTO: {source!r} cannot be its own scratch alias (a drill replaces "
+                              "the scratch database's contents)")
+    return dict(pairs)
+
+
+def _drills(env: Mapping[str, str], databases: Mapping[str, str]) -> dict[str, object]:
+    """The scheduled restore drill: how often, and into which scratch aliases."""
+    into = parse_verify_into(env.get("BACKUP_VERIFY_INTO", ""), databases)
+    interval = _positive(env, "BACKUP_VERIFY_INTERVAL_HOURS", 0.0) if env.get(
+        "BACKUP_VERIFY_INTERVAL_HOURS", "").strip() else None
+    if interval is not None and not into:
+        raise ConfigError("BACKUP_VERIFY_INTERVAL_HOURS is set but BACKUP_VERIFY_INTO is not: name the scratch "
+                          "alias the drills restore into")
+    return {"verify_interval_hours": interval, "verify_into": into}
 
 
 def _worker_limits(env: Mapping[str, str]) -> dict[str, float]:

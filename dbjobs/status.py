@@ -13,22 +13,24 @@ from __future__ import annotations
 
 import functools
 import shutil
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from collections import Counter
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from dbjobs.catalog import Backup, list_scanned
 from dbjobs.dburl import DatabaseURL
 from dbjobs.errors import DbjobsError
-from dbjobs.jobstate import JobOutcome
+from dbjobs.jobstate import ALL, DRILL_JOB, JobOutcome
 from dbjobs.storage.base import Storage
 
 Level = Literal["ok", "warning", "critical"]
 LEVELS: tuple[Level, ...] = ("ok", "warning", "critical")
 EXIT_CODES: dict[str, int] = {"ok": 0, "warning": 1, "critical": 2}
-CRITICAL_JOBS = frozenset({"dbjobs.backup"})
+CRITICAL_JOBS = frozenset({"dbjobs.backup", "dbjobs.verify"})  # no backup, or a damaged or missing one
+OWN_SECTION = frozenset({DRILL_JOB})
 
 
 @dataclass(frozen=True)
@@ -103,21 +105,26 @@ def database_section(db: DatabaseURL) -> Section:
 
 def backups_section(backups: Sequence[Backup], aliases: Sequence[str], now: datetime,
                     interval_hours: float) -> Section:
-    """Count, total size and newest age, per database; critical when a database's newest is over 2 intervals old."""
+    """Count (per kind), total size and newest age, per database; critical when a database's newest full backup
+    is over 2 intervals old (safety and pre-migration copies are counted, but are not what the schedule takes)."""
     newest: dict[str, Backup] = {}
+    kinds: dict[str, Counter[str]] = {alias: Counter() for alias in aliases}
     for b in backups:
-        newest.setdefault(b.manifest.database, b)
+        if b.manifest.kind == "full":
+            newest.setdefault(b.manifest.database, b)
+        if b.manifest.database in kinds:
+            kinds[b.manifest.database][b.manifest.kind] += 1
     checks = []
     per_database = {}
     for alias in aliases:
-        if alias not in newest:
-            checks.append(Check(f"backups:{alias}", "critical", f"no backup of {alias!r} found"))
-            per_database[alias] = {"count": 0, "newest": None, "newest_age_hours": None}
-            continue
-        age = (now - newest[alias].manifest.finished).total_seconds() / 3600
-        per_database[alias] = {"count": sum(b.manifest.database == alias for b in backups),
-                               "newest": newest[alias].manifest.id, "newest_age_hours": round(age, 2)}
-        if age > 2 * interval_hours:
+        found = newest.get(alias)
+        age = (now - found.manifest.finished).total_seconds() / 3600 if found else None
+        per_database[alias] = {"count": sum(kinds[alias].values()), "kinds": dict(kinds[alias]),
+                               "newest": found.manifest.id if found else None,
+                               "newest_age_hours": None if age is None else round(age, 2)}
+        if age is None:
+            checks.append(Check(f"backups:{alias}", "critical", f"no full backup of {alias!r} found"))
+        elif age > 2 * interval_hours:
             checks.append(Check(f"backups:{alias}", "critical",
                                 f"newest backup of {alias!r} is {age:.1f} h old, over twice the "
                                 f"{interval_hours:g} h interval (BACKUP_INTERVAL_HOURS)"))
@@ -141,12 +148,80 @@ def disk_section(directory: Path, min_free_percent: float,
     return data, [Check("disk", level, f"only {percent:.1f}% free in {directory} (threshold {min_free_percent:g}%)")]
 
 
-def jobs_section(outcomes: Sequence[JobOutcome]) -> Section:
-    """The last run of each job; a failed backup is critical, any other failed job a warning."""
+def latest_outcomes(outcomes: Sequence[JobOutcome], aliases: Sequence[str],
+                    known: Collection[str]) -> tuple[list[JobOutcome], list[str]]:
+    """The newest outcome of each job on each of `aliases`, and the aliases of records that are not configured.
+
+    A record of a job over every database (`all`, a cleanup without `--database`) counts for each
+    alias unless that alias has a newer record of its own: a later success supersedes an
+    earlier failure either way. Records of aliases outside `known` (no longer configured) are
+    ignored and their aliases returned; records of configured aliases not asked for are left out.
+    """
+    newest: dict[tuple[str, str], JobOutcome] = {}
+    ignored: set[str] = set()
+    for o in outcomes:
+        if o.database == ALL:
+            targets = list(aliases)
+        elif o.database in aliases:
+            targets = [o.database]
+        else:
+            if o.database not in known:
+                ignored.add(o.database)
+            continue
+        for alias in targets:
+            current = newest.get((o.job, alias))
+            if current is None or finished_time(o) > finished_time(current):
+                newest[(o.job, alias)] = replace(o, database=alias)
+    return [newest[key] for key in sorted(newest)], sorted(ignored)
+
+
+def finished_time(o: JobOutcome) -> datetime:
+    """When a recorded job finished; a malformed time counts as the oldest (never newer than a real one)."""
+    try:
+        return datetime.fromisoformat(o.finished_at)
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+
+
+def jobs_section(outcomes: Sequence[JobOutcome], aliases: Sequence[str] | None = None,
+                 known: Collection[str] | None = None) -> Section:
+    """The newest run of each job per alias; a failed backup or verify (damage found) is critical, other jobs warn.
+
+    Drills have their own section (`drills_section`). Without `aliases` every recorded alias counts.
+    """
+    outcomes = [o for o in outcomes if o.job not in OWN_SECTION]
+    if aliases is None:
+        aliases = sorted({o.database for o in outcomes if o.database != ALL})
+    latest, ignored = latest_outcomes(outcomes, aliases, aliases if known is None else known)
     checks = [Check(f"job:{o.job}:{o.database}", "critical" if o.job in CRITICAL_JOBS else "warning",
                     f"last {o.job} of {o.database} failed at {o.finished_at}: {o.error}")
-              for o in outcomes if not o.ok]
-    return [o.to_dict() for o in outcomes], checks
+              for o in latest if not o.ok]
+    return {"latest": [o.to_dict() for o in latest], "ignored_aliases": ignored}, checks
+
+
+def drills_section(outcomes: Sequence[JobOutcome], drilled: dict[str, str], aliases: Sequence[str], now: datetime,
+                   interval_hours: float | None) -> Section:
+    """The newest restore drill of each alias: critical when it failed, a warning when none ran within two intervals.
+
+    `drilled` maps the aliases the schedule drills to their scratch alias; a drill run by hand on
+    another alias is reported too (and is critical if it failed), but only scheduled ones can be late.
+    """
+    latest, _ = latest_outcomes([o for o in outcomes if o.job == DRILL_JOB], aliases, aliases)
+    newest = {o.database: o for o in latest}
+    checks, data = [], {}
+    for alias in sorted(set(drilled) | set(newest)):
+        o = newest.get(alias)
+        data[alias] = {"into": drilled.get(alias), "last": o.to_dict() if o else None}
+        if o is not None and not o.ok:
+            checks.append(Check(f"drill:{alias}", "critical", f"the last restore drill of {alias!r} failed at "
+                                f"{o.finished_at}: {o.error}"))
+        elif alias in drilled and interval_hours is not None:
+            age = (now - finished_time(o)).total_seconds() / 3600 if o else None
+            if age is None or age > 2 * interval_hours:
+                when = "no restore drill has run" if age is None else f"the last restore drill ran {age:.1f} h ago"
+                checks.append(Check(f"drill:{alias}", "warning", f"{when} for {alias!r}, expected every "
+                                    f"{interval_hours:g} h (BACKUP_VERIFY_INTERVAL_HOURS); is beat running?"))
+    return data, checks
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,9 @@ class Storage(Protocol):
     def fetch(self, manifest: Manifest, directory: Path, progress: ProgressCallback) -> Path:
         """A verified copy of the backup (dump and manifest) in local `directory`; the dump's path."""
 
+    def read_dump(self, manifest: Manifest) -> Iterator[bytes]:
+        """The stored dump's bytes as they are, streamed (verify re-hashes them where they are kept)."""
+
     def delete(self, backup_ids: Sequence[str]) -> None:
         """Delete backups, dumps first then manifests; deleting what is already gone is not an error."""
 

@@ -86,6 +86,10 @@ class LocalStorage:
             return source
         return receive(file_chunks(source), manifest, directory, progress)
 
+    def read_dump(self, manifest: Manifest) -> Iterator[bytes]:
+        """The dump file's bytes."""
+        return file_chunks(self.local_path(manifest))
+
     def stale_partials(self, before: float) -> list[str]:
         """`.partial` files not written since `before` (epoch seconds): left by a killed backup or download.
 

@@ -316,6 +316,11 @@ class SupabaseStorage:
         with self._api("download"):
             return receive_resuming(lambda start: self._chunks(manifest.file, start), manifest, directory, progress)
 
+    def read_dump(self, manifest: Manifest) -> Iterator[bytes]:
+        """The object's bytes, streamed (resuming like a download), for verify to re-hash in place."""
+        with self._api("download"):
+            yield from self._chunks(manifest.file, 0)
+
     def delete(self, backup_ids: Sequence[str]) -> None:
         """Remove dumps, then their manifests, in batches; Supabase ignores names that are gone."""
         with self._api("delete"):

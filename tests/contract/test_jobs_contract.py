@@ -176,6 +176,24 @@ def status_check(c: Cell, o: Outcome) -> None:
     assert o.result["backups"]["databases"][c.alias]["newest"] == (c.expected or [("",)])[0][0]
 
 
+def verify_request(c: Cell) -> Request:
+    backup_id = c.backup()
+    c.expected = engines.items(c.url)
+    engines.reset(c.other_url)
+    engines.execute(c.other_url, "DELETE FROM items WHERE id > 10")  # a scratch database with contents of its own
+    return Request(["verify", backup_id, "--deep", "--into", c.other_alias, "--backup-dir", str(c.backups)],
+                   {"backup": backup_id, "deep": True, "into": c.other_alias, "backup_dir": str(c.backups)})
+
+
+def verify_check(c: Cell, o: Outcome) -> None:
+    r = o.result
+    assert (r["ok"], r["problems"], r["schema"], r["into"]) == (True, [], "matches", c.other_alias)
+    assert (r["tables"], r["rows"]) == (1, ROWS)
+    assert engines.items(c.other_url) == c.expected  # the drill restored the scratch alias row for row
+    assert engines.items(c.url) == c.expected  # and never touched the source
+    assert not list(c.backups.glob(f"{c.other_alias}-*"))  # no safety copy of a scratch database
+
+
 def detect_request(c: Cell) -> Request:
     detect_migrations(parse_url(c.alias, c.url), c.schema)  # the first snapshot
     engines.execute(c.url, "ALTER TABLE items ADD COLUMN contract_extra INTEGER")
@@ -218,6 +236,7 @@ CASES = {
     "list_backups": Case("dbjobs.list_backups", listing_request, listing_check),
     "cleanup": Case("dbjobs.cleanup", cleanup_request, cleanup_check, frozenset({"scan", "delete"})),
     "status": Case("dbjobs.status", status_request, status_check),
+    "verify-deep": Case("dbjobs.verify", verify_request, verify_check, frozenset({"verify", "restore"})),
     "detect_migrations": Case("dbjobs.detect_migrations", detect_request, detect_check,
                               frozenset({"snapshot", "diff"})),
     "apply_migration": Case("dbjobs.apply_migration", apply_request, apply_check, frozenset({"lock", "apply"})),

@@ -168,3 +168,34 @@ def test_wait_on_a_terminal_draws_the_workers_progress(stack) -> None:
     assert done.returncode == 0 and "backup big-" in done.stdout
     bar = drawn.decode(errors="replace")
     assert "check" in bar and "dump" in bar and "100%" in bar, bar
+
+
+def test_failures_under_json_are_json_with_the_task_id(stack) -> None:
+    env, base, _ = stack
+    done = run_cli(env, base, "backup", "--database", "nope", "--wait", "--json")
+    failed = json.loads(done.stdout)
+    assert done.returncode == 2 and failed["error"].startswith("unknown database alias 'nope'")
+    assert len(failed["task_id"]) == 36
+    again = run_cli(env, base, "result", failed["task_id"], "--json")
+    assert again.returncode == 2 and json.loads(again.stdout) == failed
+
+
+def test_the_restore_question_is_asked_after_a_worker_found_and_verified_the_backup(stack) -> None:
+    env, base, _ = stack
+    backup = cli_json(env, base, "backup", "--wait")
+    before = rows_of(base / "scratch.sqlite3") if (base / "scratch.sqlite3").exists() else None
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen([PYTHON, str(ROOT / "cli.py"), "restore", backup["id"], "--database", "scratch"],
+                                env=env, cwd=base, stdin=follower, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        os.write(leader, b"n\n")
+        out, err = proc.communicate(timeout=120)
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert proc.returncode == 1 and "restore not confirmed; nothing was changed" in err
+    assert f"Restore backup {backup['id']} (taken " in out and f"checksum verified in {base / 'backups'}" in out
+    assert f"into scratch (sqlite at {base / 'scratch.sqlite3'})" in out
+    after = rows_of(base / "scratch.sqlite3") if (base / "scratch.sqlite3").exists() else None
+    assert after == before

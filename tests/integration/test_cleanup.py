@@ -133,7 +133,8 @@ def test_cleanup_never_touches_anything_but_complete_backups(ages, strays, keep_
         made = [make_backup(backups, db, NOW - timedelta(days=d, minutes=i)) for i, (db, d) in enumerate(ages)]
         for name in strays:
             (backups / name).write_bytes(b"not ours " + name.encode())
-        result = run_job("dbjobs.cleanup", settings_for(backups), {"keep_days": keep_days, "min_keep": min_keep})
+        rule = {"keep_days": keep_days, "min_keep": min_keep, "allow_empty": True}
+        result = run_job("dbjobs.cleanup", settings_for(backups), rule)
         left = {p.name for p in backups.iterdir()}
         assert strays <= left and all((backups / n).read_bytes() == b"not ours " + n.encode() for n in strays)
         deleted = {d["id"] for d in result["deleted"]}
@@ -142,7 +143,7 @@ def test_cleanup_never_touches_anything_but_complete_backups(ages, strays, keep_
         for db in ("app", "other"):
             mine = [m for m in made if m.database == db]
             assert len([m for m in mine if m.id not in deleted]) >= min(min_keep, len(mine))
-        again = run_job("dbjobs.cleanup", settings_for(backups), {"keep_days": keep_days, "min_keep": min_keep})
+        again = run_job("dbjobs.cleanup", settings_for(backups), rule)
         assert again["deleted"] == []
 
 

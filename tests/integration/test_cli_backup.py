@@ -50,7 +50,8 @@ BAD_INPUT = {
     "../ in the backup name": (["restore", "../../etc/passwd", "--yes"], {}, "is neither a backup id"),
     "../ before a backup file name": (["restore", "../default-20260101T000000Z-abcdef.dump.zst", "--yes"], {},
                                       "no such file"),
-    "restore without --yes": (["restore", "{id}"], {}, "restore not confirmed; nothing was changed"),
+    "restore without --yes from a pipe": (["restore", "{id}"], {}, "restore not confirmed: stdin is not a terminal, "
+                                          "so it cannot ask; nothing was changed (pass --yes"),
     "zero --limit": (["list-backups", "--limit", "0"], {}, "--limit: 0 must be at least 1"),
     "non-numeric --limit": (["list-backups", "--limit", "ten"], {}, "--limit: 'ten' is not a whole number"),
 }

@@ -90,6 +90,9 @@ def test_a_worker_without_the_identity_backs_up_but_cannot_restore(deployment: D
     d, alias, url = deployment, ALIASES[engine], deployment.urls[engine]
     before = snapshot(url)
     made = cli_json(d.backup_env, d.base, "backup", "--database", alias, "--wait")
+    if engine == "sqlite":  # what a person reads: the recipients, never a key
+        shown = run_cli(d.backup_env, d.base, "backup", "--database", alias, "--wait").stdout
+        assert f"sealed   age, to {d.keys['ops'][1]}, {d.keys['glass'][1]}" in shown and "AGE-SECRET" not in shown
 
     stored = Path(made["path"]).read_bytes()
     assert stored.startswith(b"age-encryption.org/v1\n") and b"customers" not in stored
@@ -176,6 +179,8 @@ def test_shared_bucket_key_rotation_and_rekey(deployment: Deployment, tmp_path: 
         restorer_dir = tmp_path / "restore-host"
         restorer = d.settings("ops", **bucket, DBJOBS_BACKUP_DIR=str(restorer_dir))
 
+        health = run_job("dbjobs.status", taker, {"database": "lite"})["backups"]["databases"]["lite"]
+        assert health["newest"] == made["id"]
         listed = run_job("dbjobs.list_backups", restorer, {"database": "lite"})["backups"]
         assert [(b["id"], b["encrypted"], b["locations"]) for b in listed] == [(made["id"], True, ["supabase:backups"])]
         _change(url)

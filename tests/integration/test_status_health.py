@@ -37,7 +37,7 @@ def test_healthy_system(env, capsys):
     db = report["databases"][0]
     assert db["reachable"] and db["engine"] == "sqlite" and db["size"] > 0 and db["version"]
     assert report["backups"]["count"] == 1 and report["backups"]["databases"]["default"]["newest_age_hours"] < 1
-    assert report["jobs"][0]["job"] == "dbjobs.backup" and report["jobs"][0]["ok"]
+    assert [(o["job"], o["ok"]) for o in report["jobs"]["latest"]] == [("dbjobs.backup", True)]
     assert [(s["available"], s["drift"], s["pending_migrations"]) for s in report["schema"]] == [(True, False, [])]
     assert cli.main(["status"]) == 0
     assert "health: ok" in capsys.readouterr().out
@@ -58,16 +58,33 @@ def test_no_backup_or_a_stale_one_is_critical(env, capsys):
     assert cli.main(["status"]) == 2
 
 
-def test_last_backup_failed_is_critical(env, tmp_path):
+def test_last_backup_failed_is_critical_until_a_later_success(env, tmp_path, capsys):
+    """Fail, then succeed: the success supersedes the failure; --database and unconfigured aliases hide it."""
     run_job("dbjobs.backup", load_settings(env, dotenv=None), {})
-    broken = {**env, "DBJOBS_DATABASES": f"broken=sqlite:///{tmp_path / 'gone.sqlite3'}"}
+    gone = tmp_path / "gone.sqlite3"
+    broken = {**env, "DBJOBS_DATABASES": f"broken=sqlite:///{gone}"}
     with pytest.raises(DatabaseUnavailableError):
         run_job("dbjobs.backup", load_settings(broken, dotenv=None), {"database": "broken"})
-    report = status(broken, database="default")
-    assert levels(report) == {"job:dbjobs.backup:broken": "critical"}
-    assert "does not exist" in report["checks"][0]["message"]
-    run_job("dbjobs.backup", load_settings(broken, dotenv=None), {})
-    assert status(broken, database="default")["health"] == "critical"  # until `broken` backs up again
+    report = status(broken)
+    assert levels(report) == {"job:dbjobs.backup:broken": "critical", "database:broken": "critical",
+                              "backups:broken": "critical", "schema:broken": "warning"}
+    assert "does not exist" in next(c for c in report["checks"] if c["name"].startswith("job:"))["message"]
+    assert status(broken, database="default")["health"] == "ok"  # --database filters the job checks too
+    unconfigured = status(env)
+    assert unconfigured["health"] == "ok" and unconfigured["jobs"]["ignored_aliases"] == ["broken"]
+    assert cli.main(["status"]) == 0
+    assert "ignored  job records of aliases no longer configured: broken" in capsys.readouterr().out
+
+    shutil.copy(tmp_path / "app.sqlite3", gone)  # the database is back: the next backup succeeds
+    run_job("dbjobs.backup", load_settings(broken, dotenv=None), {"database": "broken"})
+    report = status(broken)
+    assert [c for c in report["checks"] if c["name"].startswith(("job:", "backups:"))] == []
+    assert {(o["database"], o["ok"]) for o in report["jobs"]["latest"]} == {("default", True), ("broken", True)}
+    assert json.loads((env_dir(env) / ".last-jobs" / "dbjobs.backup-broken.json").read_text())["failures"] == 1
+
+
+def env_dir(env):
+    return load_settings(env, dotenv=None).backup_dir
 
 
 def test_low_disk_space_warns(env):
@@ -106,7 +123,9 @@ def test_cleanup_failure_is_recorded_as_a_warning(env, tmp_path):
             "SUPABASE_RETRY_SECONDS": "0.1"}
     with pytest.raises(StorageError, match="Supabase Storage listing in bucket 'b' failed"):
         run_job("dbjobs.cleanup", load_settings(half, dotenv=None), {})
-    assert levels(status(env)) == {"job:dbjobs.cleanup:all": "warning"}
+    assert levels(status(env)) == {"job:dbjobs.cleanup:default": "warning"}  # a cleanup of all aliases failed
+    run_job("dbjobs.cleanup", load_settings(env, dotenv=None), {"database": "default"})
+    assert status(env)["health"] == "ok"
     assert (backups / ".last-jobs" / "dbjobs.cleanup-all.json").is_file()
 
 

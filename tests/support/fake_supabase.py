@@ -134,6 +134,7 @@ class FakeSupabase:
         self.server = self._listen(port)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread: threading.Thread | None = None
+        self.closed = False
 
     def _listen(self, port: int) -> ThreadingHTTPServer:
         server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
@@ -155,6 +156,7 @@ class FakeSupabase:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.closed = True  # a restart still under way does not come back
         self.stop()
 
     def restart(self, down_for: float) -> threading.Thread:
@@ -164,8 +166,9 @@ class FakeSupabase:
 
         def back() -> None:
             time.sleep(down_for)
-            self.server = self._listen(port)
-            self.start()
+            if not self.closed:
+                self.server = self._listen(port)
+                self.start()
 
         thread = threading.Thread(target=back, daemon=True)
         thread.start()

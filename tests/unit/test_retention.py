@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dbjobs.errors import ConfigError
-from dbjobs.retention import Candidate, Rule, decide
+from dbjobs.retention import KINDS, Candidate, Rule, decide, emptied, rule_for
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -68,15 +68,21 @@ def test_negative_or_non_integer_keep_is_a_config_error(field):
 
 candidates = st.lists(
     st.builds(Candidate, id=st.uuids().map(str), database=st.sampled_from(["a", "b", "c"]),
-              finished=st.integers(-5 * 24 * 60, 800 * 24 * 60).map(lambda m: NOW - timedelta(minutes=m))),
+              finished=st.integers(-5 * 24 * 60, 800 * 24 * 60).map(lambda m: NOW - timedelta(minutes=m)),
+              kind=st.sampled_from([*KINDS, "from-the-future"])),
     max_size=60, unique_by=lambda c: c.id,
 )
 rules = st.builds(Rule, keep_days=st.integers(0, 400), min_keep=st.integers(0, 8), keep_last=st.integers(0, 8),
                   keep_daily=st.integers(0, 10), keep_weekly=st.integers(0, 6), keep_monthly=st.integers(0, 14))
 
 
-def newest(items: list[Candidate], database: str) -> list[Candidate]:
-    return sorted((c for c in items if c.database == database), key=lambda c: (c.finished, c.id), reverse=True)
+def kind_of(c: Candidate) -> str:
+    return c.kind if c.kind in KINDS else "full"  # an unknown kind is kept like a full backup
+
+
+def newest(items: list[Candidate], database: str, kind: str) -> list[Candidate]:
+    return sorted((c for c in items if c.database == database and kind_of(c) == kind),
+                  key=lambda c: (c.finished, c.id), reverse=True)
 
 
 def oracle_buckets(items: list[Candidate], key, count: int) -> set[str]:
@@ -95,21 +101,39 @@ def test_properties(items, rule):
     # Decides on exactly the listed backups, once each.
     assert sorted(d.candidate.id for d in decisions) == sorted(c.id for c in items)
     keep = kept(decisions)
-    for database in {c.database for c in items}:
-        mine = newest(items, database)
+    # Each kind of each database follows its own rule: safety copies never count against full backups.
+    for database, kind in {(c.database, kind_of(c)) for c in items}:
+        mine = newest(items, database, kind)
+        own = rule_for(kind, rule)
         # Never fewer than min-keep newest per database.
-        assert {c.id for c in mine[: rule.min_keep]} <= keep
-        assert {c.id for c in mine[: rule.keep_last]} <= keep
-        assert {c.id for c in mine if c.finished > NOW - timedelta(days=rule.keep_days)} <= keep
+        assert {c.id for c in mine[: own.min_keep]} <= keep
+        assert {c.id for c in mine[: own.keep_last]} <= keep
+        assert {c.id for c in mine if c.finished > NOW - timedelta(days=own.keep_days)} <= keep
         # GFS buckets are exactly the naive ones, and nothing else is kept.
-        gfs = (oracle_buckets(mine, lambda t: t.date(), rule.keep_daily)
-               | oracle_buckets(mine, lambda t: t.isocalendar()[:2], rule.keep_weekly)
-               | oracle_buckets(mine, lambda t: (t.year, t.month), rule.keep_monthly))
+        gfs = (oracle_buckets(mine, lambda t: t.date(), own.keep_daily)
+               | oracle_buckets(mine, lambda t: t.isocalendar()[:2], own.keep_weekly)
+               | oracle_buckets(mine, lambda t: (t.year, t.month), own.keep_monthly))
         assert gfs <= keep
-        expected = ({c.id for c in mine[: max(rule.min_keep, rule.keep_last)]} | gfs
-                    | {c.id for c in mine if c.finished > NOW - timedelta(days=rule.keep_days)})
+        expected = ({c.id for c in mine[: max(own.min_keep, own.keep_last)]} | gfs
+                    | {c.id for c in mine if c.finished > NOW - timedelta(days=own.keep_days)})
         assert keep & {c.id for c in mine} == expected
     # Idempotent: applying the decision and deciding again deletes nothing more.
     remaining = [c for c in items if c.id in keep]
     assert all(d.keep for d in decide(remaining, rule, NOW))
     assert all(d.reasons for d in decisions)
+    # A database loses its last backup exactly when nothing of it is kept.
+    assert emptied(decisions) == sorted({c.database for c in items} - {c.database for c in items if c.id in keep})
+
+
+def test_safety_copies_never_push_a_full_backup_out():
+    full = [Candidate("full-0", "a", NOW - timedelta(days=40))]
+    safety = [Candidate(f"safety-{i}", "a", NOW - timedelta(hours=i), "safety") for i in range(5)]
+    decisions = {d.candidate.id: d for d in decide(full + safety, Rule(keep_days=0, min_keep=1), NOW)}
+    assert decisions["full-0"].keep and decisions["full-0"].reasons == ("min-keep: one of the 1 newest of a",)
+    assert decisions["safety-0"].reasons == ("min-keep: one of the 1 newest of a (safety copies)",)
+    assert [i for i, d in decisions.items() if not d.keep] == [f"safety-{i}" for i in range(1, 5)]
+    old = [Candidate(f"s-{i}", "b", NOW - timedelta(days=8 + i), "safety") for i in range(4)]
+    within = [Candidate("s-new", "b", NOW - timedelta(days=6), "safety")]
+    decisions = decide(old + within, Rule(keep_days=30, min_keep=5), NOW)
+    assert kept(decisions) == {"s-new", "s-0"}  # 7 days, at least the 2 newest: the short rule of copies
+    assert emptied(decide(full + safety, Rule(keep_days=0, min_keep=0), NOW)) == ["a"]

@@ -45,3 +45,28 @@ def test_unknown_alias_lists_known_ones_without_urls() -> None:
         s.database("nope")
     assert "default" in str(err.value) and "secret" not in str(err.value)
     assert "secret" not in repr(s) and "secret" not in s.database("default").redacted()
+
+
+DRILL_ALIASES = {"DBJOBS_DATABASES": "app=postgresql://h/app;pg_scratch=postgresql://h/s;lite=sqlite:///l.db;"
+                                     "lite_scratch=sqlite:///s.db"}
+
+
+def test_drill_targets_from_one_scratch_alias_or_pairs() -> None:
+    one = load_settings({**DRILL_ALIASES, "BACKUP_VERIFY_INTO": "pg_scratch"}, dotenv=None)
+    assert one.drill_targets() == {"app": "pg_scratch"}  # only the aliases of the scratch's engine
+    pairs = load_settings({**DRILL_ALIASES, "BACKUP_VERIFY_INTO": "app=pg_scratch, lite=lite_scratch",
+                           "BACKUP_VERIFY_INTERVAL_HOURS": "12"}, dotenv=None)
+    assert pairs.drill_targets() == {"app": "pg_scratch", "lite": "lite_scratch"}
+    assert pairs.verify_interval_hours == 12
+    assert load_settings(DRILL_ALIASES, dotenv=None).drill_targets() == {}
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"BACKUP_VERIFY_INTO": "nope"}, "BACKUP_VERIFY_INTO names 'nope', which is not a configured alias"),
+    ({"BACKUP_VERIFY_INTO": "app=app"}, "'app' cannot be its own scratch alias"),
+    ({"BACKUP_VERIFY_INTERVAL_HOURS": "6"}, "BACKUP_VERIFY_INTERVAL_HOURS is set but BACKUP_VERIFY_INTO is not"),
+    ({"BACKUP_VERIFY_INTO": "pg_scratch", "BACKUP_VERIFY_INTERVAL_HOURS": "0"}, "an interval must be greater"),
+])
+def test_bad_drill_settings_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings({**DRILL_ALIASES, **env}, dotenv=None)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections import namedtuple
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from dbjobs.dburl import parse_url
 from dbjobs.errors import DbjobsError, MigrationError
-from dbjobs.jobstate import JobOutcome
+from dbjobs.jobstate import DRILL_JOB, JobOutcome
 from dbjobs.status import (
     Check,
     SchemaState,
@@ -15,6 +16,7 @@ from dbjobs.status import (
     broker_section,
     build_report,
     disk_section,
+    drills_section,
     exit_code,
     jobs_section,
     schema_probe,
@@ -23,6 +25,7 @@ from dbjobs.status import (
 
 Usage = namedtuple("Usage", "total used free")
 DB = parse_url("app", "sqlite:///app.sqlite3")
+T1, T2 = "2026-12-01T10:00:00+00:00", "2026-12-01T20:00:00+00:00"
 
 
 def test_disk_levels(tmp_path):
@@ -34,11 +37,41 @@ def test_disk_levels(tmp_path):
 
 
 def test_failed_backup_is_critical_other_jobs_warn():
-    _, checks = jobs_section([JobOutcome("dbjobs.backup", "app", False, "t", "disk full"),
-                              JobOutcome("dbjobs.cleanup", "all", False, "t", "storage down"),
-                              JobOutcome("dbjobs.backup", "other", True, "t")])
+    _, checks = jobs_section([JobOutcome("dbjobs.backup", "app", False, T1, "disk full"),
+                              JobOutcome("dbjobs.cleanup", "all", False, T1, "storage down"),
+                              JobOutcome("dbjobs.backup", "other", True, T1)], ["app", "other"])
     assert [(c.name, c.level) for c in checks] == [("job:dbjobs.backup:app", "critical"),
-                                                   ("job:dbjobs.cleanup:all", "warning")]
+                                                   ("job:dbjobs.cleanup:app", "warning"),
+                                                   ("job:dbjobs.cleanup:other", "warning")]
+
+
+def test_a_later_success_supersedes_a_failure_per_alias_and_job():
+    outcomes = [JobOutcome("dbjobs.cleanup", "all", False, T1, "storage down"),
+                JobOutcome("dbjobs.cleanup", "app", True, T2),
+                JobOutcome("dbjobs.backup", "app", False, T2, "disk full"),
+                JobOutcome("dbjobs.backup", "gone", False, T1, "no such database")]
+    data, checks = jobs_section(outcomes, ["app", "other"], {"app", "other"})
+    assert [c.name for c in checks] == ["job:dbjobs.backup:app", "job:dbjobs.cleanup:other"]
+    assert data["ignored_aliases"] == ["gone"]
+    assert {(o["job"], o["database"], o["ok"]) for o in data["latest"]} == {
+        ("dbjobs.backup", "app", False), ("dbjobs.cleanup", "app", True), ("dbjobs.cleanup", "other", False)}
+    # --database other: app's failure is not reported, nor listed as unknown
+    data, checks = jobs_section(outcomes, ["other"], {"app", "other"})
+    assert [c.name for c in checks] == ["job:dbjobs.cleanup:other"] and data["ignored_aliases"] == ["gone"]
+
+
+def test_drills_failed_is_critical_and_missing_or_late_is_a_warning():
+    now = datetime.fromisoformat(T2) + timedelta(hours=1)
+    outcomes = [JobOutcome(DRILL_JOB, "app", False, T1, "row counts differ"),
+                JobOutcome(DRILL_JOB, "late", True, T1), JobOutcome(DRILL_JOB, "fixed", False, T1, "x"),
+                JobOutcome(DRILL_JOB, "fixed", True, T2)]
+    drilled = {"app": "scratch", "late": "scratch", "fixed": "scratch", "never": "scratch"}
+    data, checks = drills_section(outcomes, drilled, list(drilled), now, 2)
+    assert [(c.name, c.level) for c in checks] == [("drill:app", "critical"), ("drill:late", "warning"),
+                                                   ("drill:never", "warning")]
+    assert "no restore drill has run for 'never'" in checks[2].message
+    assert data["fixed"]["last"]["ok"] is True and data["never"] == {"into": "scratch", "last": None}
+    assert drills_section(outcomes, drilled, list(drilled), now, None)[1] == checks[:1]
 
 
 def test_schema_section_drift_and_pending():
