@@ -96,9 +96,9 @@ def check_shadow(shadow: DatabaseURL, manifest: Manifest, jobs: int) -> None:
         diff = sorted(set(counts) ^ set(manifest.row_counts)) or sorted(
             t for t in counts if counts[t] != manifest.row_counts[t])
         table = diff[0]
-        raise RestoreError(f"the loaded copy of {manifest.id} differs from its manifest at table {table} "
-                           f"({counts.get(table, 'missing')} rows, the manifest says "
-                           f"{manifest.row_counts.get(table, 'missing')}); the target is unchanged")
+        raise RestoreError(f"the loaded copy of {manifest.id} differs from its manifest: table {table} has "
+                           f"{counts.get(table, 'no')} rows, the manifest says {manifest.row_counts.get(table, 'none')}"
+                           "; the target is unchanged")
     if loaded_fingerprint != manifest.schema_fingerprint:
         raise RestoreError(f"the loaded copy of {manifest.id} has another schema than its manifest records; "
                            "the target is unchanged")
