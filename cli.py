@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 from dbjobs import __version__
 from dbjobs.errors import ConfigError, ConfirmationRequired, DbjobsError
+from dbjobs.progress import Progress
 from dbjobs.settings import Settings, load_settings
 from dbjobs.terminal import ProgressBar, human_size
 
@@ -38,7 +39,7 @@ def execute(settings: Settings, name: str, kwargs: dict[str, Any], args: argpars
             return None
         print(f"submitted {name} as task {task_id}; waiting for it (Ctrl-C stops waiting, not the job)",
               file=sys.stderr, flush=True)
-        return wait_for(task_id)
+        return wait_for(task_id, settings)
     from dbjobs.jobs import run_job
 
     print(f"note: DBJOBS_BROKER_URL is not set; running {name} in this process", file=sys.stderr)
@@ -59,19 +60,34 @@ def about_task(task_id: str) -> Iterator[None]:
         raise
 
 
-def wait_for(task_id: str) -> dict[str, Any]:
-    """Wait for a submitted task, drawing its progress; return its result or raise its error."""
+def wait_for(task_id: str, settings: Settings) -> dict[str, Any]:
+    """Wait for a submitted task, drawing its progress; return its result or raise its error.
+
+    Ctrl-C stops the waiting, not the job: one line says how to pick it up again.
+    """
     from workers.client import wait
 
     bar = ProgressBar()
+    said: set[str] = set()
 
     def notice(text: str) -> None:
         bar.close()
-        print(f"note: {text}", file=sys.stderr)
+        print(f"note: {text}", file=sys.stderr, flush=True)
+
+    def progress(p: Progress) -> None:
+        if p.detail and p.detail not in said:
+            said.add(p.detail)
+            notice(p.detail)
+        bar(p)
 
     try:
         with about_task(task_id):
-            return wait(task_id, bar, notice).result or {}
+            return wait(task_id, progress, notice, reconnect_for=settings.wait_reconnect).result or {}
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"stopped waiting; task {task_id} keeps running: `dbjobs result {task_id} --wait` follows it",
+              file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
     finally:
         bar.close()
 
@@ -241,13 +257,13 @@ def render_any(r: dict[str, Any]) -> str:
 
 def cmd_result(args: argparse.Namespace) -> int:
     """Show a submitted task's result (waiting for it with --wait), rendered like the command that submitted it."""
-    require_broker("task results (without one, jobs run in-process and leave no task ids)")
+    settings = require_broker("task results (without one, jobs run in-process and leave no task ids)")
     from workers.client import status
 
     with about_task(args.task_id):
         current = status(args.task_id)
         if args.wait and current.result is None:
-            wait_for(args.task_id)
+            wait_for(args.task_id, settings)
             current = status(args.task_id)
     if current.result is None:
         show(args, current.to_dict(), render_unfinished)

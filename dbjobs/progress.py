@@ -13,11 +13,16 @@ from dataclasses import asdict, dataclass
 
 @dataclass(frozen=True)
 class Progress:
-    """One report: the phase a job is in and, where known, bytes (or items) done of a total."""
+    """One report: the phase a job is in and, where known, bytes (or items) done of a total.
+
+    `detail` is a sentence for the person waiting, when the phase alone would leave them guessing
+    (what a job waiting for a lock waits for).
+    """
 
     phase: str
     done: int = 0
     total: int | None = None
+    detail: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         """JSON form, the `meta` of the custom `PROGRESS` task state."""

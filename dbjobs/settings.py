@@ -57,6 +57,7 @@ class Settings:
     age: AgeKeys = NO_KEYS  # DBJOBS_ENCRYPT_TO / DBJOBS_AGE_IDENTITY_FILE
     verify_interval_hours: float | None = None
     verify_into: Mapping[str, str] = field(default_factory=dict)
+    wait_reconnect: float = 60
 
     def drill_targets(self) -> dict[str, str]:
         """Each alias that is drilled and the scratch alias its newest backup is restored into.
@@ -207,6 +208,7 @@ def load_settings(
         supabase_retry_seconds=_positive(env, "SUPABASE_RETRY_SECONDS", 60),
         supabase_chunk_mb=_positive(env, "SUPABASE_CHUNK_MB", 128),
         age=load_keys(env),
+        wait_reconnect=_positive(env, "DBJOBS_WAIT_RECONNECT", 60),
         **_worker_limits(env),
         **_restore_settings(env),
         **_drills(env, databases),

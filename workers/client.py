@@ -6,6 +6,8 @@ so it starts fast and works against workers that run a newer version.
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,6 +15,7 @@ from typing import Any
 
 from celery import states
 from celery.exceptions import TimeoutError as ResultTimeout
+from celery.result import AsyncResult
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
@@ -26,6 +29,8 @@ FAIL_FAST = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "inter
 app.conf.result_backend_transport_options = {"retry_policy": FAIL_FAST}
 Notice = Callable[[str], None]
 IDLE_NOTICE = 5.0
+RECONNECT_FOR = 60.0  # how long `--wait` keeps trying to reach Redis again (settings: DBJOBS_WAIT_RECONNECT)
+RECONNECT_PAUSE = 1.0
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,7 @@ def submit(name: str, kwargs: dict[str, Any]) -> str:
 def _progress(meta: Any) -> Progress | None:
     if not isinstance(meta, dict) or "phase" not in meta:
         return None
-    return Progress(str(meta["phase"]), int(meta.get("done") or 0), meta.get("total"))
+    return Progress(str(meta["phase"]), int(meta.get("done") or 0), meta.get("total"), meta.get("detail"))
 
 
 def _reason(error: Any) -> str:
@@ -104,13 +109,14 @@ def status(task_id: str) -> TaskStatus:
     return TaskStatus(task_id, name, state, progress=_progress(info))
 
 
-def wait(task_id: str, progress: ProgressCallback = no_progress, notice: Notice | None = None) -> TaskStatus:
-    """Block until the task finishes, passing its progress reports on; return it or raise its error.
-
-    `notice` hears of retries (a database that is briefly unreachable) and of a task that no
-    worker has picked up after a while, so a waiting user knows why nothing moves.
-    """
-    heard = [status(task_id).state != states.PENDING]  # an unknown id fails here instead of waiting forever
+def _wait_once(task_id: str, progress: ProgressCallback, notice: Notice | None, heard: list[bool],
+               connected: Callable[[], None]) -> TaskStatus:
+    """Follow the task's published states until it finishes (one subscription to the result backend)."""
+    current = status(task_id)  # an unknown id fails here instead of waiting forever
+    connected()
+    if current.state in states.READY_STATES:
+        return current
+    heard[0] = heard[0] or current.state != states.PENDING
 
     def on_message(meta: dict[str, Any]) -> None:
         heard[0] = True
@@ -120,11 +126,58 @@ def wait(task_id: str, progress: ProgressCallback = no_progress, notice: Notice 
             notice(f"task {task_id} will be retried: {_reason(meta.get('result'))}")
 
     result = app.AsyncResult(task_id)
-    with _broker():
-        try:
-            result.get(on_message=on_message, propagate=False, interval=0.05, timeout=IDLE_NOTICE)
-        except ResultTimeout:
-            if not heard[0] and notice:
-                notice(f"task {task_id} is still queued: no worker has taken it yet (is one running? `dbjobs worker`)")
-            result.get(on_message=on_message, propagate=False, interval=0.05)
+    try:
+        with _broker():
+            try:
+                result.get(on_message=on_message, propagate=False, interval=0.05, timeout=IDLE_NOTICE)
+            except ResultTimeout:
+                if not heard[0] and notice:
+                    notice(f"task {task_id} is still queued: no worker has taken it yet "
+                           "(is one running? `dbjobs worker`)")
+                result.get(on_message=on_message, propagate=False, interval=0.05)
+    finally:
+        _release(result)
     return status(task_id)
+
+
+def _release(result: AsyncResult) -> None:
+    """Unsubscribe now, while the interpreter and Redis are up: left to `AsyncResult.__del__` at exit
+    (after Ctrl-C, or with Redis gone) it prints a traceback."""
+    backend, result.backend = result.backend, None
+    with contextlib.suppress(Exception):
+        backend.remove_pending_result(result)
+
+
+def wait(task_id: str, progress: ProgressCallback = no_progress, notice: Notice | None = None,
+         reconnect_for: float = RECONNECT_FOR) -> TaskStatus:
+    """Block until the task finishes, passing its progress reports on; return it or raise its error.
+
+    `notice` hears of retries (a database that is briefly unreachable), of a task that no worker
+    has picked up after a while, and of a lost connection to Redis: waiting is resumed for up to
+    `reconnect_for` seconds (the job itself runs on in its worker), then given up, naming the task.
+    """
+    heard = [False]
+    lost_since: float | None = None
+
+    def connected() -> None:
+        nonlocal lost_since
+        if lost_since is not None and notice:
+            notice(f"reconnected to the broker; still waiting for task {task_id}")
+        lost_since = None
+
+    while True:
+        try:
+            return _wait_once(task_id, progress, notice, heard, connected)
+        except BrokerUnavailableError as exc:
+            now = time.monotonic()
+            if lost_since is None:
+                lost_since = now
+                if notice:
+                    notice(f"lost the connection to the broker while waiting for task {task_id}; "
+                           f"retrying for up to {reconnect_for:g} s")
+            if now - lost_since >= reconnect_for:
+                raise BrokerUnavailableError(
+                    f"gave up waiting for task {task_id} after {reconnect_for:g} s without the broker ({exc}); "
+                    f"the job may still be running: `dbjobs result {task_id} --wait` follows it once Redis is back"
+                ) from None
+            time.sleep(RECONNECT_PAUSE)

@@ -23,11 +23,11 @@ from celery.signals import worker_ready
 
 from dbjobs.errors import DatabaseUnavailableError, DbjobsError, JobTimeoutError
 from dbjobs.jobs import JOBS, Job, locked_alias, run_job
-from dbjobs.progress import Progress, Throttled
+from dbjobs.progress import Progress, ProgressCallback, Throttled
 from dbjobs.settings import Settings, load_settings
 from workers.app import app
 from workers.config import CONNECT_TIMEOUT, PROGRESS_STATE, SOCKET_TIMEOUT
-from workers.locks import database_lock
+from workers.locks import database_lock, lock_owner
 
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 0.5
@@ -80,13 +80,19 @@ def _redis(url: str) -> redis.Redis:
 
 
 @contextmanager
-def _locked(task: Task, job: Job, settings: Settings, kwargs: dict[str, Any]) -> Iterator[None]:
+def _locked(task: Task, job: Job, settings: Settings, kwargs: dict[str, Any],
+            progress: ProgressCallback) -> Iterator[None]:
+    """Hold the database lock `job` needs; a job that must wait for it says for whom (CLI and Flower show it)."""
     alias = locked_alias(job.name, settings, kwargs)
     if alias is None:
         yield
         return
-    with database_lock(_redis(settings.broker_url or ""), alias, f"{job.name} {task.request.id}",
-                       ttl=settings.lock_ttl, wait=settings.lock_wait):
+    client = _redis(settings.broker_url or "")
+    holder = lock_owner(client, alias)
+    if holder:
+        progress(Progress("waiting", detail=f"waiting for {holder} on {alias!r}"))
+    with database_lock(client, alias, f"{job.name} {task.request.id}", ttl=settings.lock_ttl,
+                       wait=settings.lock_wait):
         yield
 
 
@@ -103,10 +109,11 @@ def execute(task: Task, job: Job, kwargs: dict[str, Any]) -> dict[str, Any]:
     settings = load_settings()
     if job.accepts_request_id:
         kwargs = {"request_id": task.request.id, **kwargs}
+    progress = _reporter(task)
     try:
-        with _locked(task, job, settings, kwargs):
+        with _locked(task, job, settings, kwargs, progress):
             done = _earlier_success(task)
-            return done if done is not None else run_job(job.name, settings, kwargs, _reporter(task))
+            return done if done is not None else run_job(job.name, settings, kwargs, progress)
     except SoftTimeLimitExceeded:
         raise JobTimeoutError(f"{job.name} was stopped near its time limit of {settings.task_time_limit:g} s "
                               "(DBJOBS_TASK_TIME_LIMIT); raise the limit for bigger databases") from None
