@@ -59,6 +59,18 @@ def _write_errors(directory: Path) -> Iterator[None]:
         raise BackupError(f"cannot write the backup to {directory}: {exc.strerror}; nothing was kept") from None
 
 
+def expected_size(alias: str, directory: Path) -> int | None:
+    """The raw size of the alias's newest backup here: the best estimate of the next dump's size (a database's
+    size on disk counts indexes and free space a dump does not carry), or None for a first backup."""
+    from dbjobs.catalog import list_backups
+    from dbjobs.storage.local import LocalStorage
+
+    if not directory.is_dir():
+        return None
+    backups, _ = list_backups([LocalStorage(directory)], alias)
+    return backups[0].manifest.raw_size if backups else None
+
+
 def run_backup(
     db: DatabaseURL, output_dir: Path, *, progress: ProgressCallback = no_progress,
     kind: str = "full", note: str = "", level: int = DEFAULT_LEVEL, request_id: str | None = None,
@@ -77,7 +89,7 @@ def run_backup(
         tools["age"] = age_version()
         check_recipients(recipients)
     server_version = connector.server_version()
-    total = connector.size_bytes()
+    total = expected_size(db.alias, output_dir) or connector.size_bytes()
     try:
         directory = private_dir(output_dir)
     except OSError as exc:

@@ -135,14 +135,22 @@ def write_compressed(
                     nonlocal raw
                     zst.write(chunk)
                     before, raw = raw, raw + len(chunk)
-                    if raw >> 26 != before >> 26:  # report every 64 MiB
-                        progress(Progress(phase, raw, total))
+                    if raw >> 20 != before >> 20:  # every MiB: callers throttle what they pass on
+                        progress(Progress(phase, raw, estimate(raw, total)))
 
                 result = produce(sink)
         progress(Progress(phase, raw, raw))
     written = Written(size=stored.size, raw_size=raw, sha256=stored.hash.hexdigest(),
                       compressed_size=hashing.size, compressed_sha256=hashing.hash.hexdigest())
     return written, result
+
+
+def estimate(done: int, total: int | None) -> int | None:
+    """The total to show while `done` bytes are through: the caller's estimate until the work outgrows it,
+    then a little more than done, so a bar slows near its end instead of passing 100% or jumping to it."""
+    if total is None or done < total * 0.95:
+        return total
+    return int(done / 0.95)
 
 
 def verify_file(
@@ -205,7 +213,7 @@ def decompressed_open(f: BinaryIO, name: str, progress: ProgressCallback, total:
         try:
             while chunk := reader.read(CHUNK):
                 yield chunk
-                if f.tell() - reported >= 1 << 26:
+                if f.tell() - reported >= CHUNK:  # every MiB of the file fed to the client tool
                     reported = f.tell()
                     progress(Progress("restore", reported, total))
         except zstandard.ZstdError as exc:

@@ -192,7 +192,8 @@ def run_restore(
     if safety_backup and existing:
         progress(Progress("safety-backup"))
         safety = run_backup(db, safety_dir, kind="safety", note=f"before restoring {manifest.id}",
-                            recipients=keys.recipients).backup
+                            recipients=keys.recipients,
+                            progress=lambda p: progress(Progress("safety-backup", p.done, p.total))).backup
     progress(Progress("restore", 0, manifest.size))
     try:
         _load(backup, db, progress, opened)

@@ -23,16 +23,23 @@ def human_size(n: float) -> str:
 class ProgressBar:
     """Draws progress reports as `phase [#####-----] 42% 1.2 GiB / 2.9 GiB 85.3 MiB/s`."""
 
-    def __init__(self, stream: TextIO = sys.stderr) -> None:
+    def __init__(self, stream: TextIO = sys.stderr, interval: float = 0.1) -> None:
         self.stream = stream
         self.enabled = stream.isatty()
         self.started = time.monotonic()
         self.drawn = False
+        self.interval = interval
+        self.last: tuple[str, float] = ("", float("-inf"))
 
     def __call__(self, p: Progress) -> None:
         if not self.enabled:
             return
-        elapsed = max(time.monotonic() - self.started, 1e-6)
+        now = time.monotonic()
+        finished = p.total is not None and p.done >= p.total
+        if p.phase == self.last[0] and not finished and now - self.last[1] < self.interval:
+            return  # reports come every MiB; a terminal needs ten redraws a second at most
+        self.last = (p.phase, now)
+        elapsed = max(now - self.started, 1e-6)
         if p.total:
             frac = min(p.done / p.total, 1.0)
             filled = int(frac * WIDTH)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dbjobs.errors import BackupInvalidError
-from dbjobs.pipeline import decompressed_chunks, verify_file, write_atomic, write_compressed
+from dbjobs.pipeline import decompressed_chunks, estimate, verify_file, write_atomic, write_compressed
 from dbjobs.progress import Progress, no_progress
 
 DATA = [os.urandom(300_000), b"compressible " * 100_000, b"", b"tail"]
@@ -89,3 +89,9 @@ def test_write_atomic_replaces_whole_files_privately(tmp_path: Path) -> None:
     write_atomic(path, b"two")
     assert path.read_bytes() == b"two" and os.listdir(tmp_path) == ["m.json"]
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_an_estimate_that_is_too_small_slows_the_bar_instead_of_passing_100_percent() -> None:
+    assert estimate(10, 100) == 100 and estimate(10, None) is None
+    shown = [n / estimate(n, 100) for n in range(90, 400, 7)]  # type: ignore[operator]
+    assert all(0.9 <= f < 0.96 for f in shown), shown
