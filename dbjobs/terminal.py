@@ -38,15 +38,17 @@ class ProgressBar:
         finished = p.total is not None and p.done >= p.total
         if p.phase == self.last[0] and not finished and now - self.last[1] < self.interval:
             return  # reports come every MiB; a terminal needs ten redraws a second at most
+        if p.phase != self.last[0]:
+            self.started = now  # the rate is the phase's own
         self.last = (p.phase, now)
-        elapsed = max(now - self.started, 1e-6)
+        elapsed = now - self.started
         if p.total:
             frac = min(p.done / p.total, 1.0)
             filled = int(frac * WIDTH)
             bar = f"[{'#' * filled}{'-' * (WIDTH - filled)}] {frac:4.0%} {human_size(p.done)} / {human_size(p.total)}"
         else:
             bar = human_size(p.done) if p.done else ""
-        rate = f" {human_size(p.done / elapsed)}/s" if p.done else ""
+        rate = f" {human_size(p.done / elapsed)}/s" if p.done and elapsed > 0.2 else ""
         self.stream.write(f"\r\x1b[2K{p.phase:<14} {bar}{rate}")
         self.stream.flush()
         self.drawn = True
