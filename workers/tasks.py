@@ -66,7 +66,8 @@ def _reporter(task: Task) -> Throttled:
             with lock:
                 task.backend.store_result(task_id, meta, PROGRESS_STATE, request=request)
                 with task.app.events.default_dispatcher(hostname=hostname) as dispatcher:
-                    dispatcher.send("task-progress", uuid=task_id, retry=False, **meta)
+                    # `result` is the field Flower displays: while the task runs, it shows the progress
+                    dispatcher.send("task-progress", uuid=task_id, retry=False, result=repr(meta), **meta)
         except Exception as exc:  # reporting is best effort, whatever went wrong
             log.warning("progress of %s not reported: %s: %s", task_id, type(exc).__name__, exc)
 
