@@ -198,7 +198,9 @@ def verify_open(
 
 def decompressed_chunks(path: Path, progress: ProgressCallback, total: int, *,
                         sealed: Sealed | None = None) -> Iterator[bytes]:
-    """Yield the raw dump of a verified backup (decrypted first if `sealed`), reporting stored bytes read."""
+    """Yield the raw dump of a verified backup (decrypted first if `sealed`), reporting the raw bytes fed so
+    far (of `total`, the dump's raw size) after every chunk of a MiB: what the client tool has received,
+    however well the dump compressed."""
     with open(path, "rb") as f:
         yield from decompressed_open(f, path.name, progress, total, sealed=sealed)
 
@@ -209,13 +211,12 @@ def decompressed_open(f: BinaryIO, name: str, progress: ProgressCallback, total:
     f.seek(0)
     with decrypted(f, sealed) if sealed else nullcontext(f) as source:
         reader = zstandard.ZstdDecompressor().stream_reader(source, read_size=CHUNK, closefd=False)
-        reported = 0
+        fed = 0
         try:
             while chunk := reader.read(CHUNK):
                 yield chunk
-                if f.tell() - reported >= CHUNK:  # every MiB of the file fed to the client tool
-                    reported = f.tell()
-                    progress(Progress("restore", reported, total))
+                fed += len(chunk)
+                progress(Progress("restore", fed, max(total, fed)))  # exact, unless the manifest is wrong
         except zstandard.ZstdError as exc:
             raise BackupInvalidError(f"{name}: cannot decompress ({exc})") from None
     progress(Progress("restore", total, total))

@@ -61,7 +61,7 @@ class RestoreResult:
 
 def _load(backup: Backup, db: DatabaseURL, progress: ProgressCallback, opened: Sealed | None) -> None:
     connector = connector_for(db)
-    chunks = decompressed_chunks(backup.path, progress, backup.manifest.size, sealed=opened)
+    chunks = decompressed_chunks(backup.path, progress, backup.manifest.raw_size, sealed=opened)
     connector.restore(chunks, same_database=backup.manifest.database == db.alias)
 
 
@@ -194,7 +194,7 @@ def run_restore(
         safety = run_backup(db, safety_dir, kind="safety", note=f"before restoring {manifest.id}",
                             recipients=keys.recipients,
                             progress=lambda p: progress(Progress("safety-backup", p.done, p.total))).backup
-    progress(Progress("restore", 0, manifest.size))
+    progress(Progress("restore", 0, manifest.raw_size))
     try:
         _load(backup, db, progress, opened)
     except Exception as exc:  # any failure (a bug, a time limit) leaves a half-loaded MySQL: put it back
