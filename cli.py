@@ -173,6 +173,8 @@ def render_copies(copies: list[dict[str, Any]]) -> list[str]:
 
 def render_detect(r: dict[str, Any]) -> str:
     backup = f"backup {r['backup']['id']} taken first\n" if r.get("backup") else ""
+    if r.get("baseline"):
+        return f"{backup}" + "; ".join(r["notes"])
     if not r["changed"]:
         return f"{backup}no schema changes in {r['database']} (compared with {r['source']}); no migration written"
     lines = [f"{backup}wrote {r['file']} ({len(r['changes'])} changes, compared with {r['source']})"]
@@ -389,7 +391,8 @@ def cmd_list_backups(args: argparse.Namespace) -> int:
 
 def cmd_detect_migrations(args: argparse.Namespace) -> int:
     kwargs = {"database": args.database, "schema_dir": args.schema_dir, "backup": args.backup, "apply": args.apply,
-              "allow_destructive": args.allow_destructive}
+              "allow_destructive": args.allow_destructive, "schemas": args.schema,
+              "exclude_schemas": args.exclude_schema}
     return submit(args, "dbjobs.detect_migrations", kwargs, render_detect)
 
 
@@ -401,7 +404,8 @@ def cmd_apply_migration(args: argparse.Namespace) -> int:
     if not args.yes and not confirm(f"{action} {what} on {args.database}?"):
         raise ConfirmationRequired("migration not confirmed; nothing was changed (pass --yes to skip the question)")
     kwargs = {"file": args.file, "database": args.database, "schema_dir": args.schema_dir, "backup": args.backup,
-              "allow_destructive": args.allow_destructive, "reverse": args.reverse, "confirmed": True}
+              "allow_destructive": args.allow_destructive, "reverse": args.reverse, "confirmed": True,
+              "allow_unsupported": args.allow_unsupported}
     return submit(args, "dbjobs.apply_migration", kwargs, render_apply)
 
 
@@ -651,6 +655,11 @@ def build_parser() -> argparse.ArgumentParser:
     schema_options(p)
     p.add_argument("--apply", action="store_true", help="apply the new migration right away (without models, "
                    "record it as applied: the database already has the changes)")
+    p.add_argument("--schema", action="append", metavar="NAME",
+                   help="PostgreSQL: compare only this schema (repeatable; default: every non-system schema; "
+                   "remembered in the snapshot for later runs)")
+    p.add_argument("--exclude-schema", action="append", metavar="NAME",
+                   help="PostgreSQL: compare every non-system schema but this one (repeatable)")
     p.set_defaults(handler=cmd_detect_migrations)
 
     p = sub.add_parser("apply-migration", help="apply a migration file safely and record it",
@@ -664,6 +673,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--reverse", action="store_true",
                    help="run the file's reverse section and remove it from the ledger")
+    p.add_argument("--allow-unsupported", action="store_true",
+                   help="apply a file whose header lists warning[unsupported] changes (objects dbjobs cannot "
+                   "migrate; add them to the file by hand first)")
     p.set_defaults(handler=cmd_apply_migration)
 
     p = sub.add_parser("cleanup", help="delete old backups by the retention rules",

@@ -303,21 +303,23 @@ def _backup_first(settings: Settings, progress: ProgressCallback, database: str,
 @job("dbjobs.detect_migrations", locks_database=True)
 def detect_migrations(settings: Settings, progress: ProgressCallback, *, database: str = "default",
                       schema_dir: str | None = None, backup: bool = False, apply: bool = False,
-                      allow_destructive: bool = False) -> dict[str, Any]:
+                      allow_destructive: bool = False, schemas: list[str] | None = None,
+                      exclude_schemas: list[str] | None = None) -> dict[str, Any]:
     """Snapshot the schema, compare it with the models (or the previous snapshot), write a migration."""
     from dbjobs.schema.detect import detect_migrations as detect
 
     db = settings.database(database)
     taken = _backup_first(settings, progress, database, backup)
     result = detect(db, _dir(schema_dir, settings.schema_dir), settings.models, progress, apply=apply,
-                    allow_destructive=allow_destructive)
+                    allow_destructive=allow_destructive, schemas=schemas, exclude_schemas=exclude_schemas)
     return {**result.to_dict(), "backup": taken}
 
 
 @job("dbjobs.apply_migration", locks_database=True)
 def apply_migration(settings: Settings, progress: ProgressCallback, *, file: str | None = None,
                     database: str = "default", schema_dir: str | None = None, backup: bool = False,
-                    allow_destructive: bool = False, reverse: bool = False, confirmed: bool = False) -> dict[str, Any]:
+                    allow_destructive: bool = False, reverse: bool = False, confirmed: bool = False,
+                    allow_unsupported: bool = False) -> dict[str, Any]:
     """Apply one migration file (or its reverse), or every pending one of the schema directory, under the
     migration lock, recording each in the ledger."""
     from dbjobs.errors import ConfirmationRequired
@@ -330,13 +332,15 @@ def apply_migration(settings: Settings, progress: ProgressCallback, *, file: str
         raise ConfigError("--reverse needs --file: name the migration to revert")
     db = settings.database(database)
     if file:
-        check_migration(db, Path(file), allow_destructive=allow_destructive, reverse=reverse)
+        check_migration(db, Path(file), allow_destructive=allow_destructive, reverse=reverse,
+                        allow_unsupported=allow_unsupported)
     taken = _backup_first(settings, progress, database, backup)
     if file:
-        results = [apply(db, Path(file), allow_destructive=allow_destructive, reverse=reverse, progress=progress)]
+        results = [apply(db, Path(file), allow_destructive=allow_destructive, reverse=reverse, progress=progress,
+                         allow_unsupported=allow_unsupported)]
     else:
         results = apply_pending(db, _dir(schema_dir, settings.schema_dir), allow_destructive=allow_destructive,
-                                progress=progress)
+                                progress=progress, allow_unsupported=allow_unsupported)
     return {"database": database, "migrations": [r.to_dict() for r in results], "backup": taken}
 
 

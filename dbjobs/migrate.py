@@ -22,6 +22,7 @@ from dbjobs.errors import DatabaseUnavailableError, JobLockedError, MigrationErr
 from dbjobs.progress import Progress, ProgressCallback, no_progress
 from dbjobs.schema.builder import LEDGER_TABLE
 from dbjobs.schema.diff import shape_fingerprint
+from dbjobs.schema.lint import UNSUPPORTED
 from dbjobs.schema.migration_file import MigrationFile, migration_files, read_migration, rebuilt_tables
 from dbjobs.schema.snapshot import first_line, take_snapshot
 
@@ -164,10 +165,14 @@ def load_for(db: DatabaseURL, file: Path) -> MigrationFile:
 
 
 def check_migration(db: DatabaseURL, file: Path, *, allow_destructive: bool = False,
-                    reverse: bool = False) -> MigrationFile:
+                    reverse: bool = False, allow_unsupported: bool = False) -> MigrationFile:
     """Everything about a file that can be checked without the database (format, engine, destructive
-    statements), so bad input never touches it."""
+    statements, objects it could not migrate), so bad input never touches it."""
     migration = load_for(db, file)
+    unsupported = [w.message for w in migration.warnings if w.category == UNSUPPORTED]
+    if unsupported and not allow_unsupported:
+        raise MigrationError(f"{file.name} leaves out changes dbjobs cannot migrate ({'; '.join(unsupported)[:300]}); "
+                             "add them to the file by hand, then re-run with --allow-unsupported")
     statements = migration.reverse if reverse else migration.forward
     check = MigrationFile(migration.name, migration.engine, None, None,
                           [] if reverse else migration.warnings, statements)
@@ -180,9 +185,11 @@ def check_migration(db: DatabaseURL, file: Path, *, allow_destructive: bool = Fa
 
 
 def apply_migration(db: DatabaseURL, file: Path, *, allow_destructive: bool = False, reverse: bool = False,
-                    lock_timeout: float = 30.0, progress: ProgressCallback = no_progress) -> ApplyResult:
+                    lock_timeout: float = 30.0, progress: ProgressCallback = no_progress,
+                    allow_unsupported: bool = False) -> ApplyResult:
     """Apply a migration (or its reverse section) under the migration lock and record it in the ledger."""
-    migration = check_migration(db, file, allow_destructive=allow_destructive, reverse=reverse)
+    migration = check_migration(db, file, allow_destructive=allow_destructive, reverse=reverse,
+                                allow_unsupported=allow_unsupported)
     statements = migration.reverse if reverse else migration.forward
     expected = migration.shapes[1 if reverse else 0] if migration.shapes else None
     live = shape_fingerprint(take_snapshot(db)) if expected else None
@@ -204,7 +211,7 @@ def apply_migration(db: DatabaseURL, file: Path, *, allow_destructive: bool = Fa
 
 
 def apply_pending(db: DatabaseURL, schema_dir: Path, *, allow_destructive: bool = False,
-                  progress: ProgressCallback = no_progress) -> list[ApplyResult]:
+                  progress: ProgressCallback = no_progress, allow_unsupported: bool = False) -> list[ApplyResult]:
     """Apply every pending migration of `schema_dir` in order, stopping at the first failure.
 
     All pending files are checked before the first one runs, so a bad file further down the
@@ -212,8 +219,9 @@ def apply_pending(db: DatabaseURL, schema_dir: Path, *, allow_destructive: bool 
     """
     files = [schema_dir / name for name in pending_migrations(db, schema_dir)]
     for file in files:
-        check_migration(db, file, allow_destructive=allow_destructive)
-    return [apply_migration(db, file, allow_destructive=allow_destructive, progress=progress) for file in files]
+        check_migration(db, file, allow_destructive=allow_destructive, allow_unsupported=allow_unsupported)
+    return [apply_migration(db, file, allow_destructive=allow_destructive, progress=progress,
+                            allow_unsupported=allow_unsupported) for file in files]
 
 
 def _run(session: _Session, migration: MigrationFile, statements: list[str], reverse: bool,

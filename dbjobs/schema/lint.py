@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 from dbjobs.schema.changes import Change
 
-DESTRUCTIVE, DATA, LOCKING, RENAME = "destructive", "data", "locking", "rename"
+DESTRUCTIVE, DATA, LOCKING, RENAME, UNSUPPORTED = "destructive", "data", "locking", "rename", "unsupported"
 INTEGER_RANK = {"smallint": 1, "integer": 2, "int": 2, "mediumint": 2, "bigint": 3}
 TEXT_TYPES = {"text", "longtext", "mediumtext"}
 _SIZED = re.compile(r"^([a-z ]+)\((\d+)(?:,(\d+))?\)$")

@@ -31,11 +31,22 @@ class Snapshot:
     enums: dict[str, list[str]] = field(default_factory=dict)
     sequences: dict[str, Any] = field(default_factory=dict)
     views: dict[str, str] = field(default_factory=dict)
+    objects: dict[str, Any] = field(default_factory=dict)
+    scope: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON-able form (also what the fingerprint hashes)."""
-        return {"format": FORMAT_VERSION, "engine": self.engine, "tables": self.tables, "enums": self.enums,
+        """The JSON-able form (also what the fingerprint hashes).
+
+        `objects` (PostgreSQL: every object of the schemas in `scope`, with the server's own SQL
+        and dependencies) is what snapshot-to-snapshot migrations are computed from; the
+        per-table summary above it is what models are compared with."""
+        data = {"format": FORMAT_VERSION, "engine": self.engine, "tables": self.tables, "enums": self.enums,
                 "sequences": self.sequences, "views": self.views}
+        if self.objects:
+            data["objects"] = self.objects
+        if self.scope:
+            data["scope"] = self.scope
+        return data
 
     def to_json(self) -> str:
         """Canonical, readable JSON: sorted keys, one column or constraint per line, trailing newline.
@@ -57,7 +68,7 @@ class Snapshot:
         if not isinstance(data, dict) or data.get("format") != FORMAT_VERSION or "engine" not in data:
             raise MigrationError("not a dbjobs schema snapshot (format 1); remove the file or take a new snapshot")
         return cls(data["engine"], data.get("tables", {}), data.get("enums", {}), data.get("sequences", {}),
-                   data.get("views", {}))
+                   data.get("views", {}), data.get("objects", {}), data.get("scope", {}))
 
     @classmethod
     def from_builder(cls, builder: SchemaBuilder) -> Snapshot:
@@ -77,21 +88,27 @@ def _pretty(value: Any, level: int) -> str:
     return "[\n" + ",\n".join(f"{inner}{_pretty(v, level + 1)}" for v in value) + f"\n{pad}]"
 
 
-def take_snapshot(db: DatabaseURL) -> Snapshot:
+def take_snapshot(db: DatabaseURL, scope: dict[str, list[str]] | None = None) -> Snapshot:
     """Reflect the live database by reading its catalogs directly (one query per kind of object).
 
+    On PostgreSQL `scope` chooses the schemas whose objects are read (`schemas`: only these,
+    `exclude_schemas`: all non-system ones but these; default all non-system schemas).
     A SQLite file that does not exist yet is an empty schema: taking a snapshot never creates it.
     """
-    from dbjobs.schema.catalog import mysql, postgres, sqlite
+    from dbjobs.schema.catalog import mysql, pg_objects, postgres, sqlite
 
     if db.engine == "sqlite" and db.database not in ("", ":memory:") and not db.sqlite_path.exists():
         return Snapshot("sqlite")
     reader = {"postgresql": postgres.read, "mysql": mysql.read, "sqlite": sqlite.read}[db.engine]
     builder = SchemaBuilder(db.engine)
+    scope = {k: sorted(v) for k, v in (scope or {}).items() if v}
+    objects: dict[str, Any] = {}
     engine = db.create_engine()
     try:
         with engine.connect() as conn:
             reader(conn, builder)
+            if db.engine == "postgresql":
+                objects = pg_objects.read_objects(conn, scope.get("schemas"), scope.get("exclude_schemas"))
     except DBAPIError as exc:
         raise DatabaseUnavailableError(
             f"cannot read the schema of database {db.alias!r} at {db.redacted()}: {first_line(exc.orig)}; "
@@ -99,7 +116,8 @@ def take_snapshot(db: DatabaseURL) -> Snapshot:
         ) from None
     finally:
         engine.dispose()
-    return Snapshot.from_builder(builder)
+    base = Snapshot.from_builder(builder)
+    return Snapshot(base.engine, base.tables, base.enums, base.sequences, base.views, objects, scope)
 
 
 def first_line(error: object) -> str:

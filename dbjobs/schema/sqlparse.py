@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator
 
 _QUOTES = "'\"`"
+_DOLLAR = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
 
 
 def _scan(sql: str) -> Iterator[tuple[int, str, str]]:
@@ -29,6 +30,13 @@ def _scan(sql: str) -> Iterator[tuple[int, str, str]]:
             for j in range(i, min(end + 1, n)):
                 yield j, sql[j], "quote"
             i = end + 1
+        elif char == "$" and (i == 0 or not (sql[i - 1].isalnum() or sql[i - 1] in "_$")) and _DOLLAR.match(sql, i):
+            tag = _DOLLAR.match(sql, i).group(0)  # type: ignore[union-attr]
+            close = sql.find(tag, i + len(tag))
+            end = n if close == -1 else close + len(tag)
+            for j in range(i, end):  # a PostgreSQL dollar-quoted body: `;` and quotes inside are text
+                yield j, sql[j], "quote"
+            i = end
         elif sql.startswith("--", i):
             end = sql.find("\n", i)
             end = n if end == -1 else end
