@@ -397,7 +397,7 @@ def cmd_detect_migrations(args: argparse.Namespace) -> int:
 
 
 def cmd_apply_migration(args: argparse.Namespace) -> int:
-    action = "Revert" if args.reverse else "Apply"
+    action = "Stamp" if args.stamp else "Revert" if args.reverse else "Apply"
     what = args.file or "the pending migrations"
     if not args.yes:
         require_terminal("migration")
@@ -405,7 +405,7 @@ def cmd_apply_migration(args: argparse.Namespace) -> int:
         raise ConfirmationRequired("migration not confirmed; nothing was changed (pass --yes to skip the question)")
     kwargs = {"file": args.file, "database": args.database, "schema_dir": args.schema_dir, "backup": args.backup,
               "allow_destructive": args.allow_destructive, "reverse": args.reverse, "confirmed": True,
-              "allow_unsupported": args.allow_unsupported}
+              "allow_unsupported": args.allow_unsupported, "stamp": args.stamp}
     return submit(args, "dbjobs.apply_migration", kwargs, render_apply)
 
 
@@ -673,6 +673,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--reverse", action="store_true",
                    help="run the file's reverse section and remove it from the ledger")
+    p.add_argument("--stamp", action="store_true",
+                   help="record the file (or every pending file) as applied without running it, for a database "
+                   "that already has the changes (like Alembic's stamp)")
     p.add_argument("--allow-unsupported", action="store_true",
                    help="apply a file whose header lists warning[unsupported] changes (objects dbjobs cannot "
                    "migrate; add them to the file by hand first)")

@@ -319,18 +319,24 @@ def detect_migrations(settings: Settings, progress: ProgressCallback, *, databas
 def apply_migration(settings: Settings, progress: ProgressCallback, *, file: str | None = None,
                     database: str = "default", schema_dir: str | None = None, backup: bool = False,
                     allow_destructive: bool = False, reverse: bool = False, confirmed: bool = False,
-                    allow_unsupported: bool = False) -> dict[str, Any]:
+                    allow_unsupported: bool = False, stamp: bool = False) -> dict[str, Any]:
     """Apply one migration file (or its reverse), or every pending one of the schema directory, under the
     migration lock, recording each in the ledger."""
     from dbjobs.errors import ConfirmationRequired
     from dbjobs.migrate import apply_migration as apply
-    from dbjobs.migrate import apply_pending, check_migration
+    from dbjobs.migrate import apply_pending, check_migration, stamp_migrations
+    from dbjobs.schema.history import record_current
 
     if not confirmed:
         raise ConfirmationRequired("applying migrations was not confirmed; nothing was changed (pass --yes)")
     if reverse and not file:
         raise ConfigError("--reverse needs --file: name the migration to revert")
     db = settings.database(database)
+    directory = _dir(schema_dir, settings.schema_dir)
+    if stamp:
+        stamped = stamp_migrations(db, directory, Path(file) if file else None)
+        record_current(db, directory)
+        return {"database": database, "migrations": [r.to_dict() for r in stamped], "backup": None}
     if file:
         check_migration(db, Path(file), allow_destructive=allow_destructive, reverse=reverse,
                         allow_unsupported=allow_unsupported)
@@ -339,8 +345,9 @@ def apply_migration(settings: Settings, progress: ProgressCallback, *, file: str
         results = [apply(db, Path(file), allow_destructive=allow_destructive, reverse=reverse, progress=progress,
                          allow_unsupported=allow_unsupported)]
     else:
-        results = apply_pending(db, _dir(schema_dir, settings.schema_dir), allow_destructive=allow_destructive,
+        results = apply_pending(db, directory, allow_destructive=allow_destructive,
                                 progress=progress, allow_unsupported=allow_unsupported)
+    record_current(db, directory)  # the next detect-migrations starts from the migrated schema
     return {"database": database, "migrations": [r.to_dict() for r in results], "backup": taken}
 
 

@@ -23,7 +23,7 @@ from dbjobs.progress import Progress, ProgressCallback, no_progress
 from dbjobs.schema.builder import LEDGER_TABLE
 from dbjobs.schema.diff import shape_fingerprint
 from dbjobs.schema.lint import UNSUPPORTED
-from dbjobs.schema.migration_file import MigrationFile, migration_files, read_migration, rebuilt_tables
+from dbjobs.schema.migration_file import MigrationFile, file_engine, migration_files, read_migration, rebuilt_tables
 from dbjobs.schema.snapshot import first_line, take_snapshot
 
 LEDGER_TIME_TYPE = {"postgresql": "TIMESTAMP WITH TIME ZONE", "mysql": "DATETIME(6)", "sqlite": "TEXT"}
@@ -310,9 +310,25 @@ def applied_migrations(db: DatabaseURL) -> dict[str, str]:
 
 
 def pending_migrations(db: DatabaseURL, schema_dir: Path) -> list[str]:
-    """Migration files in `schema_dir` not yet applied to `db`, in order (for `status`)."""
+    """Migration files of `db`'s engine in `schema_dir` not yet applied to `db`, in order (for `status`).
+
+    The directory is shared by the aliases of one engine (a file written from dev is replayed on
+    staging and production); files written for another engine are not pending here."""
     applied = applied_migrations(db)
-    return [p.name for p in migration_files(schema_dir) if p.stem not in applied]
+    return [p.name for p in migration_files(schema_dir)
+            if p.stem not in applied and file_engine(p) in (None, db.engine)]
+
+
+def stamp_migrations(db: DatabaseURL, schema_dir: Path, file: Path | None = None) -> list[ApplyResult]:
+    """Record files as applied without running them (Alembic's `stamp`): one file, or every pending one."""
+    files = [file] if file else [schema_dir / name for name in pending_migrations(db, schema_dir)]
+    results = []
+    for path in files:
+        migration = load_for(db, path)
+        record_applied(db, path)
+        results.append(ApplyResult(db.alias, migration.name, "stamped", db.engine != "mysql", 0, migration.checksum,
+                                   notes=["recorded as applied without running it"]))
+    return results
 
 
 def drifted_migrations(db: DatabaseURL, schema_dir: Path) -> list[str]:

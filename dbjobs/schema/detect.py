@@ -147,16 +147,16 @@ def detect_migrations(db: DatabaseURL, schema_dir: Path, models: str | None = No
                                 "apply or delete them first")
     snapshot_path = record_snapshot(schema_dir, db.alias, live, now)
     result.snapshot_file = str(snapshot_path) if snapshot_path else None
-    if apply and result.file:
+    if result.file and not models:
+        # the database it came from already has these changes: it is applied here, never pending
+        record_applied(db, Path(result.file))
+        result.applied = {"status": "recorded", "note": "the database already has these changes"}
+    elif apply and result.file:
         progress(Progress("apply"))
-        if models:
-            try:
-                result.applied = apply_migration(db, Path(result.file), allow_destructive=allow_destructive,
-                                                 progress=progress).to_dict()
-            except MigrationError as exc:
-                raise MigrationError(f"wrote {result.file} but did not apply it: {exc}") from None
-            record_snapshot(schema_dir, db.alias, take_snapshot(db, scope), now)
-        else:
-            record_applied(db, Path(result.file))
-            result.applied = {"status": "recorded", "note": "the database already has these changes"}
+        try:
+            result.applied = apply_migration(db, Path(result.file), allow_destructive=allow_destructive,
+                                             progress=progress).to_dict()
+        except MigrationError as exc:
+            raise MigrationError(f"wrote {result.file} but did not apply it: {exc}") from None
+        record_snapshot(schema_dir, db.alias, take_snapshot(db, scope), now)
     return result

@@ -67,6 +67,15 @@ def write_text(path: Path, text: str) -> None:
             from None
 
 
+def record_current(db: DatabaseURL, schema_dir: Path) -> Path | None:
+    """After apply-migration: the database's schema as it now is, in the scope of its history, so the next
+    detect-migrations does not write the applied changes again."""
+    latest = latest_snapshot(schema_dir, db.alias)
+    if latest is None:
+        return None
+    return record_snapshot(schema_dir, db.alias, take_snapshot(db, latest.scope))
+
+
 def ensure_initial_snapshot(db: DatabaseURL, schema_dir: Path) -> bool:
     """Record the first snapshot of `db` if it has none (called when a worker starts); True if one was made."""
     if latest_snapshot(schema_dir, db.alias) is not None:

@@ -136,6 +136,20 @@ def migration_files(schema_dir: Path) -> list[Path]:
     return sorted(p for p in schema_dir.glob("*.sql") if NAME_RE.match(p.stem)) if schema_dir.is_dir() else []
 
 
+def file_engine(path: Path) -> str | None:
+    """The `-- engine:` of a migration file's header (None when unreadable or missing): files of other
+    engines in a shared schema directory are not pending on this database."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for _, line in zip(range(12), handle, strict=False):
+                match = _HEADER.match(line.strip())
+                if match and match.group(1) == "engine":
+                    return match.group(3).strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return None
+
+
 def next_migration_name(schema_dir: Path, slug: str, now: datetime) -> str:
     """`NNNN_<timestamp>_<slug>`, numbered after the highest existing file."""
     numbers = [int(NAME_RE.match(p.stem).group(1)) for p in migration_files(schema_dir)]  # type: ignore[union-attr]

@@ -202,3 +202,15 @@ def test_unsupported_object_needs_the_flag_and_is_named(pg_pair, tmp_path):
     assert rows(a, "SELECT count(*) FROM information_schema.columns WHERE table_name = 't'") == [(1,)]
     apply_migration(a, path, allow_unsupported=True)
     assert read_migration(path).forward == ['ALTER TABLE "public"."t" ADD COLUMN "y" integer']
+
+
+def test_schema_scope_reads_only_the_chosen_schemas(pg_pair):
+    a, _ = pg_pair
+    run(a, "create schema s; create schema skip; create table s.t(a int); create table skip.t(a int); "
+           "create table pub(a int)")
+    schemas = {obj.get("schema") or obj["name"] for obj in take_snapshot(a).objects.values()}
+    assert {"public", "s", "skip"} <= schemas
+    only = take_snapshot(a, {"schemas": ["s"]}).objects
+    assert sorted(i for i in only if i.startswith("rel:")) == ["rel:s.t"]
+    others = take_snapshot(a, {"exclude_schemas": ["skip"]}).objects
+    assert sorted(i for i in others if i.startswith("rel:")) == ["rel:public.pub", "rel:s.t"]
