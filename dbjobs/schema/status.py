@@ -20,5 +20,6 @@ def probe(db: DatabaseURL, schema_dir: Path) -> SchemaState:
     from dbjobs.status import SchemaState
 
     newest = latest_snapshot(schema_dir, db.alias)
-    return SchemaState(take_snapshot(db).fingerprint, newest.fingerprint if newest else None,
+    live = take_snapshot(db, newest.scope if newest else None)  # in the schemas the history covers
+    return SchemaState(live.fingerprint, newest.fingerprint if newest else None,
                        pending_migrations(db, schema_dir))
