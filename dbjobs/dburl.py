@@ -68,7 +68,7 @@ class DatabaseURL:
         args: dict[str, object] = {}
         if self.engine in {"postgresql", "mysql"}:
             args["connect_timeout"] = 10
-        return create_engine(self.sqlalchemy_url, connect_args=args, **kwargs)
+        return create_engine(self.sqlalchemy_url, connect_args={**args, **kwargs.pop("connect_args", {})}, **kwargs)
 
 
 def parse_url(alias: str, raw: str) -> DatabaseURL:

@@ -101,6 +101,13 @@ class Connector(ABC):
         """Fail fast, with a clear message, when the server cannot be reached."""
         self.server_version()
 
+    def exclusive(self, holder: str, *, wait: float) -> contextlib.AbstractContextManager[None]:
+        """Hold the database's own lock while a job changes it (restore, migration), so two such jobs never
+        interleave even when Redis forgets its lock; `holder` is `<job> <task id>`. See `dbjobs.engines.dblock`."""
+        from dbjobs.engines.dblock import hold
+
+        return hold(self.db, holder, wait=wait)
+
 
 def require_tool(*names: str, install_hint: str) -> str:
     """The first of `names` on PATH, or a ToolMissingError saying what to install."""
