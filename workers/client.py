@@ -27,6 +27,7 @@ from workers.config import PROGRESS_STATE, redacted_url
 # A submitter fails within seconds when Redis is down; workers keep Celery's patient defaults.
 FAIL_FAST = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
 app.conf.result_backend_transport_options = {"retry_policy": FAIL_FAST}
+app.conf.result_backend_always_retry = False  # only workers wait out a Redis restart to store a result
 Notice = Callable[[str], None]
 IDLE_NOTICE = 5.0
 RECONNECT_FOR = 60.0  # how long `--wait` keeps trying to reach Redis again (settings: DBJOBS_WAIT_RECONNECT)

@@ -16,6 +16,7 @@ RESULT_EXPIRES = timedelta(days=7)
 PROGRESS_STATE = "PROGRESS"  # the custom state of a running job: meta is `Progress.to_dict()`
 CONNECT_TIMEOUT = 2.0
 SOCKET_TIMEOUT = 10.0
+RESULT_STORE_RETRIES = 40
 
 
 def soft_time_limit(hard: float) -> float:
@@ -61,6 +62,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_time_limit": settings.task_time_limit,
         "task_soft_time_limit": soft_time_limit(settings.task_time_limit),
         "result_expires": RESULT_EXPIRES,
+        # A job that finishes while Redis restarts keeps trying to store its result (about five minutes)
+        # instead of failing a job that succeeded.
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": RESULT_STORE_RETRIES,
+        "result_backend_max_sleep_between_retries_ms": 10_000,
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "broker_connection_retry_on_startup": True,
