@@ -71,3 +71,7 @@ class StorageError(DbjobsError):
 
 class MigrationError(DbjobsError):
     """A migration could not be generated or applied; the message names the statement."""
+
+
+class LockLostError(DbjobsError):
+    """A running job lost its database lock (Redis restarted empty or failed over) and stopped before its next step."""

@@ -21,17 +21,17 @@ from celery import Task, states
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_ready
 
-from dbjobs.errors import DatabaseUnavailableError, DbjobsError, JobTimeoutError
+from dbjobs.errors import DatabaseUnavailableError, DbjobsError, JobTimeoutError, LockLostError
 from dbjobs.jobs import JOBS, Job, locked_alias, run_job
 from dbjobs.progress import Progress, ProgressCallback, Throttled
 from dbjobs.settings import Settings, load_settings
 from workers.app import app
 from workers.config import CONNECT_TIMEOUT, PROGRESS_STATE, SOCKET_TIMEOUT
-from workers.locks import database_lock, lock_owner
+from workers.locks import Lease, database_lock, lock_owner
 
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 0.5
-TRANSIENT = (DatabaseUnavailableError, redis.ConnectionError, redis.TimeoutError)
+TRANSIENT = (DatabaseUnavailableError, LockLostError, redis.ConnectionError, redis.TimeoutError)
 MAX_RETRIES = 5
 BACKOFF_MAX = 300
 
@@ -82,19 +82,32 @@ def _redis(url: str) -> redis.Redis:
 
 @contextmanager
 def _locked(task: Task, job: Job, settings: Settings, kwargs: dict[str, Any],
-            progress: ProgressCallback) -> Iterator[None]:
+            progress: ProgressCallback) -> Iterator[Lease | None]:
     """Hold the database lock `job` needs; a job that must wait for it says for whom (CLI and Flower show it)."""
     alias = locked_alias(job.name, settings, kwargs)
     if alias is None:
-        yield
+        yield None
         return
     client = _redis(settings.broker_url or "")
     holder = lock_owner(client, alias)
     if holder:
         progress(Progress("waiting", detail=f"waiting for {holder} on {alias!r}"))
     with database_lock(client, alias, f"{job.name} {task.request.id}", ttl=settings.lock_ttl,
-                       wait=settings.lock_wait):
-        yield
+                       wait=settings.lock_wait) as lease:
+        yield lease
+
+
+def _fenced(report: ProgressCallback, lease: Lease | None) -> ProgressCallback:
+    """Progress that first checks the job still holds its lock: jobs report before each step, so one that lost
+    it (Redis restarted empty, failed over) stops there instead of running beside the job that took it."""
+    if lease is None:
+        return report
+
+    def fenced(p: Progress) -> None:
+        lease.check()
+        report(p)
+
+    return fenced
 
 
 def _earlier_success(task: Task) -> Any:
@@ -112,9 +125,9 @@ def execute(task: Task, job: Job, kwargs: dict[str, Any]) -> dict[str, Any]:
         kwargs = {"request_id": task.request.id, **kwargs}
     progress = _reporter(task)
     try:
-        with _locked(task, job, settings, kwargs, progress):
+        with _locked(task, job, settings, kwargs, progress) as lease:
             done = _earlier_success(task)
-            return done if done is not None else run_job(job.name, settings, kwargs, progress)
+            return done if done is not None else run_job(job.name, settings, kwargs, _fenced(progress, lease))
     except SoftTimeLimitExceeded:
         raise JobTimeoutError(f"{job.name} was stopped near its time limit of {settings.task_time_limit:g} s "
                               "(DBJOBS_TASK_TIME_LIMIT); raise the limit for bigger databases") from None

@@ -3,14 +3,16 @@ and never held forever by a process that died."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import threading
 import time
 
 import pytest
 import redis
 
-from dbjobs.errors import JobLockedError
-from tests.celery_support import flushed_redis
+from dbjobs.errors import JobLockedError, LockLostError
+from tests.celery_support import flushed_redis, wait_until
 from workers.locks import KEY, database_lock, lock_owner
 
 pytestmark = pytest.mark.redis
@@ -72,3 +74,52 @@ def test_a_dead_holders_lock_expires(client) -> None:
     with database_lock(client, "db", "dbjobs.backup t2", ttl=2, wait=5):
         waited = time.monotonic() - started
     assert 0.3 < waited < 2
+
+
+def _left_by(pid: int, owner: str = "dbjobs.restore task-7") -> str:
+    return f"{owner} {socket.gethostname()}:{pid}:deadbeef"
+
+
+def test_a_redelivered_job_takes_over_the_lock_its_dead_predecessor_held(client) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    client.set(KEY.format("db"), _left_by(dead.pid), px=30_000)  # a pool process killed mid-job left this
+    started = time.monotonic()
+    with database_lock(client, "db", "dbjobs.restore task-7", ttl=30, wait=5):
+        assert time.monotonic() - started < 0.5
+        assert lock_owner(client, "db") == "dbjobs.restore task-7"
+    assert client.get(KEY.format("db")) is None
+
+
+def test_no_takeover_from_a_live_run_or_another_task(client) -> None:
+    alive = subprocess.Popen(["sleep", "30"])
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    try:
+        for value in (_left_by(alive.pid), _left_by(dead.pid, "dbjobs.restore other-task")):
+            client.set(KEY.format("db"), value, px=30_000)
+            with pytest.raises(JobLockedError), database_lock(client, "db", "dbjobs.restore task-7", ttl=30, wait=0.3):
+                pass
+            assert client.get(KEY.format("db")).decode() == value
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_a_job_whose_lock_redis_forgot_is_stopped_at_its_next_check(client) -> None:
+    with database_lock(client, "db", "dbjobs.restore t1", ttl=30, wait=0) as lease:
+        lease.check()
+        client.flushdb()  # Redis restarted empty, or a failover lost the key
+        client.set(KEY.format("db"), "dbjobs.restore t2 elsewhere:1:x", px=30_000)  # and another job took it
+        wait_until(lambda: _stopped(lease), 3, "the lost lock was never noticed")
+        with pytest.raises(LockLostError, match="lost its lock on database 'db'"):
+            lease.check()
+    assert client.get(KEY.format("db")) == b"dbjobs.restore t2 elsewhere:1:x"  # the other job's lock is kept
+
+
+def _stopped(lease) -> bool:  # type: ignore[no-untyped-def]
+    try:
+        lease.check()
+    except LockLostError:
+        return True
+    return False
