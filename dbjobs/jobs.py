@@ -323,8 +323,8 @@ def apply_migration(settings: Settings, progress: ProgressCallback, *, file: str
     """Apply one migration file (or its reverse), or every pending one of the schema directory, under the
     migration lock, recording each in the ledger."""
     from dbjobs.errors import ConfirmationRequired
+    from dbjobs.migrate import Timeouts, apply_pending, check_migration, stamp_migrations
     from dbjobs.migrate import apply_migration as apply
-    from dbjobs.migrate import apply_pending, check_migration, stamp_migrations
     from dbjobs.schema.history import record_current
 
     if not confirmed:
@@ -341,11 +341,12 @@ def apply_migration(settings: Settings, progress: ProgressCallback, *, file: str
         check_migration(db, Path(file), allow_destructive=allow_destructive, reverse=reverse,
                         allow_unsupported=allow_unsupported)
     taken = _backup_first(settings, progress, database, backup)
+    timeouts = Timeouts(settings.migration_lock_timeout, settings.migration_statement_timeout)
     if file:
-        results = [apply(db, Path(file), allow_destructive=allow_destructive, reverse=reverse, progress=progress,
-                         allow_unsupported=allow_unsupported)]
+        results = [apply(db, Path(file), allow_destructive=allow_destructive, reverse=reverse, timeouts=timeouts,
+                         progress=progress, allow_unsupported=allow_unsupported)]
     else:
-        results = apply_pending(db, directory, allow_destructive=allow_destructive,
+        results = apply_pending(db, directory, allow_destructive=allow_destructive, timeouts=timeouts,
                                 progress=progress, allow_unsupported=allow_unsupported)
     record_current(db, directory)  # the next detect-migrations starts from the migrated schema
     return {"database": database, "migrations": [r.to_dict() for r in results], "backup": taken}

@@ -10,6 +10,7 @@ implicitly, is put back from the safety backup if the load fails.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from dbjobs.swap import (
 )
 
 TRANSACTIONAL = {"postgresql", "sqlite"}
+DB_LOCK_WAIT = 900.0  # the Redis lock serializes jobs first; this waits only for a job Redis forgot
 STRATEGIES = ("auto", "swap", "in-place")
 
 
@@ -188,24 +190,28 @@ def run_restore(
         outcome = _swap_in(backup, db, connector, safety_dir / f".restore-{db.alias}", jobs, request_id, kept,
                            progress, opened)
         return RestoreResult(manifest.id, db.alias, None, time.monotonic() - start, "swap", outcome)
-    safety = None
-    if safety_backup and existing:
-        progress(Progress("safety-backup"))
-        safety = run_backup(db, safety_dir, kind="safety", note=f"before restoring {manifest.id}",
-                            recipients=keys.recipients,
-                            progress=lambda p: progress(Progress("safety-backup", p.done, p.total))).backup
-    progress(Progress("restore", 0, manifest.raw_size))
-    try:
-        _load(backup, db, progress, opened)
-    except Exception as exc:  # any failure (a bug, a time limit) leaves a half-loaded MySQL: put it back
-        if db.engine in TRANSACTIONAL or safety is None:
-            raise
+    # The database's own lock, held from the safety backup to the end: no migration or other in-place restore
+    # can interleave, even if Redis forgot the job lock.
+    with connector.exclusive(f"dbjobs.restore of {manifest.id} (pid {os.getpid()})", wait=DB_LOCK_WAIT):
+        safety = None
+        if safety_backup and existing:
+            progress(Progress("safety-backup"))
+            safety = run_backup(db, safety_dir, kind="safety", note=f"before restoring {manifest.id}",
+                                recipients=keys.recipients,
+                                progress=lambda p: progress(Progress("safety-backup", p.done, p.total))).backup
+        progress(Progress("restore", 0, manifest.raw_size))
         try:
-            _load(safety, db, no_progress, sealed(safety.manifest.id, safety.manifest.encryption, keys.identity_file))
-        except Exception as undo:
-            raise RestoreError(
-                f"{exc}; putting back safety backup {safety.manifest.id} also failed ({undo}): restore it by hand"
-            ) from None
-        raise RestoreError(f"{exc}; the database was put back from safety backup {safety.manifest.id}") from None
+            _load(backup, db, progress, opened)
+        except Exception as exc:  # any failure (a bug, a time limit) leaves a half-loaded MySQL: put it back
+            if db.engine in TRANSACTIONAL or safety is None:
+                raise
+            try:
+                undo_source = sealed(safety.manifest.id, safety.manifest.encryption, keys.identity_file)
+                _load(safety, db, no_progress, undo_source)
+            except Exception as undo:
+                raise RestoreError(
+                    f"{exc}; putting back safety backup {safety.manifest.id} also failed ({undo}): restore it by hand"
+                ) from None
+            raise RestoreError(f"{exc}; the database was put back from safety backup {safety.manifest.id}") from None
     return RestoreResult(manifest.id, db.alias, safety.manifest.id if safety else None, time.monotonic() - start,
                          note=note)

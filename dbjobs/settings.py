@@ -58,6 +58,8 @@ class Settings:
     verify_interval_hours: float | None = None
     verify_into: Mapping[str, str] = field(default_factory=dict)
     wait_reconnect: float = 60
+    migration_lock_timeout: float = 10
+    migration_statement_timeout: float = 3600
 
     def drill_targets(self) -> dict[str, str]:
         """Each alias that is drilled and the scratch alias its newest backup is restored into.
@@ -273,4 +275,6 @@ def _worker_limits(env: Mapping[str, str]) -> dict[str, float]:
         "visibility_timeout": _positive(env, "DBJOBS_VISIBILITY_TIMEOUT", limit + 600),
         "lock_ttl": _positive(env, "DBJOBS_LOCK_TTL", 60),
         "lock_wait": _number(env, "DBJOBS_LOCK_WAIT", 900, integer=False),
+        "migration_lock_timeout": _number(env, "DBJOBS_MIGRATION_LOCK_TIMEOUT", 10, integer=False),
+        "migration_statement_timeout": _number(env, "DBJOBS_MIGRATION_STATEMENT_TIMEOUT", 3600, integer=False),
     }

@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 from celery import Task, states
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.signals import worker_ready
 
 from dbjobs.errors import DatabaseUnavailableError, DbjobsError, JobTimeoutError, LockLostError
@@ -142,7 +142,10 @@ def register(job: Job) -> Task:
             return execute(self, job, kwargs)
         except TRANSIENT as exc:
             failure = clean(exc) if isinstance(exc, DbjobsError) else exc
-            raise self.retry(exc=failure, countdown=backoff(self.request.retries)) from None
+            try:
+                raise self.retry(exc=failure, countdown=backoff(self.request.retries)) from None
+            except Reject:  # the retry could not be queued (Redis away): the unacknowledged message comes back
+                raise Reject(failure, requeue=True) from None
         except DbjobsError as exc:
             raise clean(exc) from None
 

@@ -31,7 +31,7 @@ def _waiting_dump(conn: psycopg.Connection) -> bool:
 def test_worker_survives_a_redis_restart_during_a_job_and_runs_the_next(tmp_path: Path, pg_url: str,
                                                                          finish: str) -> None:
     server = OwnedRedis(tmp_path / "redis", appendonly=True).start()
-    env = celery_env(tmp_path, server.url(0), DBJOBS_DATABASES=f"pg={pg_url}")
+    env = celery_env(tmp_path, server.url(0), DBJOBS_DATABASES=f"pg={pg_url}", DBJOBS_LOCK_TTL="60")
     backups = tmp_path / "backups"
     conninfo = pg_url.replace("postgresql://", "postgresql://", 1)
     with psycopg.connect(conninfo, autocommit=True) as setup:

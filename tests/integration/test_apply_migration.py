@@ -68,7 +68,8 @@ def test_a_failing_statement_leaves_schema_and_ledger_as_they_were(db_url: str, 
         apply(db, path)
     if db.engine == "mysql":
         assert "statements 1-2 stay applied" in str(error.value)
-        assert rows(db, "SELECT success FROM dbjobs_migrations")[0][0] == 0
+        assert rows(db, "SELECT success, statements_done, failure FROM dbjobs_migrations") == [
+            (0, 2, f"statement 3: Table '{db.database}.nowhere' doesn't exist")]
     else:
         assert "nothing was changed" in str(error.value)
         assert take_snapshot(db).to_json() == before.to_json()
@@ -100,24 +101,11 @@ def test_malformed_sql_fails_and_names_the_statement(db_url: str, tmp_path) -> N
 
 
 def _hold_lock(db, ready: threading.Event, release: threading.Event) -> None:  # type: ignore[no-untyped-def]
-    engine = db.create_engine()
-    raw = engine.raw_connection()
-    cursor = raw.driver_connection.cursor()
-    if db.engine == "postgresql":
-        from dbjobs.migrate import PG_LOCK_KEY
+    from dbjobs.engines import connector_for
 
-        cursor.execute("SELECT pg_advisory_lock(%s)", (PG_LOCK_KEY,))
-    elif db.engine == "mysql":
-        from dbjobs.migrate import mysql_lock_name
-
-        cursor.execute("SELECT GET_LOCK(%s, 5)", (mysql_lock_name(db),))
-    else:
-        raw.driver_connection.isolation_level = None
-        cursor.execute("BEGIN EXCLUSIVE")
-    ready.set()
-    release.wait(20)
-    raw.close()
-    engine.dispose()
+    with connector_for(db).exclusive("dbjobs.restore t-other", wait=5):
+        ready.set()
+        release.wait(20)
 
 
 def test_a_concurrent_applier_is_refused(db_url: str, tmp_path) -> None:
@@ -130,7 +118,7 @@ def test_a_concurrent_applier_is_refused(db_url: str, tmp_path) -> None:
     holder.start()
     try:
         assert ready.wait(10)
-        with pytest.raises(JobLockedError, match="another migration"):
+        with pytest.raises(JobLockedError, match="is busy"):
             apply_migration(db, path, lock_timeout=0.5)
     finally:
         release.set()
@@ -213,3 +201,48 @@ def test_an_unreachable_database_is_a_one_line_error(tmp_path) -> None:
         apply(db, write(tmp_path, "postgresql", "SELECT 1;"))
     for failure in (error, snapshot_error, apply_error):
         assert "pw-secret" not in str(failure.value) and "\n" not in str(failure.value)
+
+
+def test_a_partly_applied_mysql_migration_continues_after_its_last_good_statement(mysql_url: str, tmp_path) -> None:
+    db = database(mysql_url)
+    first, second = "CREATE TABLE a (id INTEGER PRIMARY KEY)", "ALTER TABLE a ADD COLUMN x INTEGER"
+    path = write(tmp_path, "mysql", f"{first};\n{second};\nALTER TABLE a ADD COLUMN y BOGUS_TYPE;")
+    with pytest.raises(MigrationError, match=r"statement 3 of 3 failed.*statements 1-2 stay applied"):
+        apply(db, path)
+    edited = write(tmp_path, "mysql", f"{first};\n  {second};\nALTER TABLE a ADD COLUMN y INTEGER;")
+    done = apply(db, edited)
+    assert done["status"] == "applied"
+    assert "statements 1-2 were applied by an earlier attempt that stopped; continuing from statement 3 of 3" \
+        in done["notes"]
+    assert [c["name"] for c in take_snapshot(db).tables["a"]["columns"]] == ["id", "x", "y"]
+    assert rows(db, "SELECT success, statements_done, failure FROM dbjobs_migrations") == [(1, 3, None)]
+    assert apply(db, edited)["status"] == "skipped"
+
+
+def test_a_resume_refuses_when_the_statements_that_ran_were_changed(mysql_url: str, tmp_path) -> None:
+    db = database(mysql_url)
+    path = write(tmp_path, "mysql", "CREATE TABLE a (id INTEGER PRIMARY KEY);\nCREAT oops;")
+    with pytest.raises(MigrationError, match="statements 1-1 stay applied"):
+        apply(db, path)
+    write(tmp_path, "mysql", "CREATE TABLE b (id INTEGER PRIMARY KEY);\nCREATE TABLE c (id INTEGER);")
+    with pytest.raises(MigrationError, match=r"committed statements 1-1 of the file as it was then"):
+        apply(db, path)
+    assert sorted(take_snapshot(db).tables) == ["a"]
+
+
+def test_a_first_statement_failure_says_nothing_was_applied(mysql_url: str, tmp_path) -> None:
+    db = database(mysql_url)
+    with pytest.raises(MigrationError, match="no statement was applied") as error:
+        apply(db, write(tmp_path, "mysql", "CREAT oops;"))
+    assert "1-0" not in str(error.value)
+
+
+def test_postgres_migration_sessions_carry_their_timeouts(pg_url: str, tmp_path) -> None:
+    from dbjobs.migrate import Timeouts, apply_migration
+
+    db = database(pg_url)
+    path = write(tmp_path, "postgresql", "CREATE TABLE seen AS SELECT current_setting('lock_timeout') AS lock_t, "
+                 "current_setting('statement_timeout') AS stmt_t, "
+                 "current_setting('client_connection_check_interval') AS check_t;")
+    apply_migration(db, path, timeouts=Timeouts(lock=3, statement=120))
+    assert rows(db, "SELECT lock_t, stmt_t, check_t FROM seen") == [("3s", "2min", "2s")]
