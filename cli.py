@@ -282,7 +282,8 @@ def render_unfinished(r: dict[str, Any]) -> str:
     """One line for a task that has not finished: where it is and how far it got."""
     p = r["progress"]
     where = f": {p['phase']} {human_size(p['done'])} of {human_size(p['total']) if p['total'] else '?'}" if p else ""
-    return f"task {r['id']} ({r['name'] or 'unknown job'}) is {UNFINISHED.get(r['state'], r['state'].lower())}{where}"
+    line = f"task {r['id']} ({r['name'] or 'unknown job'}) is {UNFINISHED.get(r['state'], r['state'].lower())}{where}"
+    return f"{line}; but {r['worker_lost']}" if r.get("worker_lost") else line
 
 
 def require_broker(what: str) -> Settings:

@@ -20,7 +20,7 @@ from dbjobs.retention import Candidate, Decision, Rule, decide, emptied
 from dbjobs.storage.base import Scan, Storage
 from dbjobs.storage.local import LocalStorage
 
-STALE_PARTIAL_AGE = timedelta(hours=24)  # far beyond a running job's silence: it writes its file continuously
+PARTIAL_GRACE = timedelta(minutes=1)  # a partial file nobody holds the lock of, untouched this long, is a dead job's
 
 @dataclass
 class CleanupResult:
@@ -115,7 +115,7 @@ def _sweep_partials(storages: Sequence[Storage], now: datetime, dry_run: bool, r
     """Remove the hidden `.partial` files killed jobs left in local directories (they hold whole dumps)."""
     for storage in storages:
         if isinstance(storage, LocalStorage):
-            stale = storage.stale_partials((now - STALE_PARTIAL_AGE).timestamp())
+            stale = storage.stale_partials((now - PARTIAL_GRACE).timestamp())
             result.stale_partials.extend(str(storage.directory / name) for name in stale)
             if not dry_run:
                 storage.remove_partials(stale)

@@ -10,6 +10,8 @@ restore checks both.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -84,10 +86,14 @@ def atomic_file(path: Path, *, exclusive: bool = False) -> Iterator[BinaryIO]:
     """A private (0600) file written under its hidden partial name, renamed to `path` only once synced.
 
     Any exception inside the block removes the partial file, so `path` either appears complete
-    or not at all. `exclusive` refuses to reuse a partial name another writer holds.
+    or not at all. `exclusive` refuses to reuse a partial name another writer holds. The writer holds
+    an flock on the partial file, which the kernel drops when the writer dies: that is how cleanup
+    tells a killed job's leftover from a file being written (`writer_alive`).
     """
     tmp = partial_path(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC), 0o600)
+    with contextlib.suppress(BlockingIOError):
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held while writing: cleanup leaves a live writer's file alone
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -98,6 +104,21 @@ def atomic_file(path: Path, *, exclusive: bool = False) -> Iterator[BinaryIO]:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def writer_alive(path: Path) -> bool:
+    """Whether a live process still holds the flock `atomic_file` takes on a partial file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def write_atomic(path: Path, data: bytes) -> None:

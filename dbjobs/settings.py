@@ -46,7 +46,7 @@ class Settings:
     min_keep: int
     env: str
     task_time_limit: float = 6 * 3600
-    visibility_timeout: float = 6 * 3600 + 600
+    visibility_timeout: float = 120
     lock_ttl: float = 60
     lock_wait: float = 900
     restore_jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
@@ -266,13 +266,14 @@ def _drills(env: Mapping[str, str], databases: Mapping[str, str]) -> dict[str, o
 def _worker_limits(env: Mapping[str, str]) -> dict[str, float]:
     """Time limits of the Celery layer: how long a job may run, and when a lost one is redelivered.
 
-    The visibility timeout defaults to the time limit plus ten minutes, so a running job is
-    never handed to a second worker; tests lower both to see a killed worker's job come back.
+    The visibility timeout is short (2 minutes) because each worker's heartbeat re-dates the messages of
+    the jobs it runs (workers/liveness.py): a live job is never handed to a second worker, and a dead
+    worker's job comes back within minutes.
     """
     limit = _positive(env, "DBJOBS_TASK_TIME_LIMIT", 6 * 3600)
     return {
         "task_time_limit": limit,
-        "visibility_timeout": _positive(env, "DBJOBS_VISIBILITY_TIMEOUT", limit + 600),
+        "visibility_timeout": _positive(env, "DBJOBS_VISIBILITY_TIMEOUT", 120),
         "lock_ttl": _positive(env, "DBJOBS_LOCK_TTL", 60),
         "lock_wait": _number(env, "DBJOBS_LOCK_WAIT", 900, integer=False),
         "migration_lock_timeout": _number(env, "DBJOBS_MIGRATION_LOCK_TIMEOUT", 10, integer=False),

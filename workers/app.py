@@ -23,7 +23,7 @@ def make_app(settings: Settings) -> Celery:
     if not settings.broker_url:
         raise ConfigError("DBJOBS_BROKER_URL is not set: workers, beat and Flower need a Redis broker "
                           "(e.g. redis://localhost:6379/0)")
-    celery = Celery("dbjobs", include=["workers.tasks"])
+    celery = Celery("dbjobs", include=["workers.tasks", "workers.liveness"])
     celery.conf.update(celery_config(settings))
     if settings.production:
         from beat_schedule import build_schedule

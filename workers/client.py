@@ -23,6 +23,7 @@ from dbjobs.errors import BrokerUnavailableError, DbjobsError, TaskFailedError
 from dbjobs.progress import Progress, ProgressCallback, no_progress
 from workers.app import app, task_name
 from workers.config import PROGRESS_STATE, redacted_url
+from workers.liveness import orphan_notice, worker_of
 
 # A submitter fails within seconds when Redis is down; workers keep Celery's patient defaults.
 FAIL_FAST = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
@@ -32,6 +33,7 @@ Notice = Callable[[str], None]
 IDLE_NOTICE = 5.0
 RECONNECT_FOR = 60.0  # how long `--wait` keeps trying to reach Redis again (settings: DBJOBS_WAIT_RECONNECT)
 RECONNECT_PAUSE = 1.0
+WATCH_INTERVAL = 5.0  # how often a waiting client checks that the job's worker still lives
 
 
 @dataclass(frozen=True)
@@ -43,11 +45,12 @@ class TaskStatus:
     state: str
     result: dict[str, Any] | None = None
     progress: Progress | None = None
+    worker_lost: str | None = None  # set when a started job has no live worker: what happened and what comes next
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form for `result ID --json`."""
         return {"id": self.id, "name": self.name, "state": self.state, "result": self.result,
-                "progress": self.progress.to_dict() if self.progress else None}
+                "progress": self.progress.to_dict() if self.progress else None, "worker_lost": self.worker_lost}
 
 
 @contextmanager
@@ -107,7 +110,18 @@ def status(task_id: str) -> TaskStatus:
         raise _failure(task_id, name, state, info)
     if state == states.SUCCESS:
         return TaskStatus(task_id, name, state, result=info)
-    return TaskStatus(task_id, name, state, progress=_progress(info))
+    return TaskStatus(task_id, name, state, progress=_progress(info), worker_lost=_worker_lost(task_id, state))
+
+
+def _worker_lost(task_id: str, state: str) -> str | None:
+    """For a started job that no live worker vouches for (workers/liveness.py): why, and what happens next."""
+    client = getattr(app.backend, "client", None)
+    if state not in (states.STARTED, PROGRESS_STATE) or client is None:
+        return None
+    with _broker():
+        if worker_of(client, task_id) is not None:
+            return None
+    return orphan_notice(float(app.conf.broker_transport_options.get("visibility_timeout", 3600)))
 
 
 def _wait_once(task_id: str, progress: ProgressCallback, notice: Notice | None, heard: list[bool],
@@ -127,6 +141,7 @@ def _wait_once(task_id: str, progress: ProgressCallback, notice: Notice | None, 
             notice(f"task {task_id} will be retried: {_reason(meta.get('result'))}")
 
     result = app.AsyncResult(task_id)
+    lost: list[str | None] = [None]
     try:
         with _broker():
             try:
@@ -135,7 +150,8 @@ def _wait_once(task_id: str, progress: ProgressCallback, notice: Notice | None, 
                 if not heard[0] and notice:
                     notice(f"task {task_id} is still queued: no worker has taken it yet "
                            "(is one running? `dbjobs worker`)")
-                result.get(on_message=on_message, propagate=False, interval=0.05)
+                while not _finished_within(result, on_message, WATCH_INTERVAL):
+                    _watch_worker(task_id, lost, notice)
     finally:
         _release(result)
     return status(task_id)
@@ -182,3 +198,21 @@ def wait(task_id: str, progress: ProgressCallback = no_progress, notice: Notice 
                     f"the job may still be running: `dbjobs result {task_id} --wait` follows it once Redis is back"
                 ) from None
             time.sleep(RECONNECT_PAUSE)
+
+
+def _finished_within(result: Any, on_message: Callable[[dict[str, Any]], None], seconds: float) -> bool:
+    try:
+        result.get(on_message=on_message, propagate=False, interval=0.05, timeout=seconds)
+    except ResultTimeout:
+        return False
+    return True
+
+
+def _watch_worker(task_id: str, lost: list[str | None], notice: Notice | None) -> None:
+    """Tell a waiting user once when the job's worker dies, and once when another worker takes the job up."""
+    now = status(task_id)
+    if now.worker_lost and not lost[0] and notice:
+        notice(f"task {task_id} ({now.name or 'unknown job'}): {now.worker_lost}")
+    elif lost[0] and not now.worker_lost and notice:
+        notice(f"task {task_id} was taken up again by a worker")
+    lost[0] = now.worker_lost

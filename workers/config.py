@@ -25,11 +25,6 @@ def soft_time_limit(hard: float) -> float:
     return hard - min(300.0, hard / 2)
 
 
-def restore_interval(visibility_timeout: float) -> int:
-    """How often a worker looks for messages whose worker died: a few times per visibility timeout."""
-    return int(min(60, max(1, visibility_timeout // 3)))
-
-
 def redacted_url(url: str) -> str:
     """A broker URL safe to print: the password (and user) replaced."""
     parts = urlsplit(url)
@@ -72,10 +67,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": CONNECT_TIMEOUT,
         "broker_transport_options": {
-            # Longer than the longest job, or a running job would be handed to a second worker.
+            # Short: the heartbeat (workers/liveness.py) re-dates the messages of running jobs, so only the
+            # jobs of a dead worker grow older than this and are handed to another.
             "visibility_timeout": settings.visibility_timeout,
-            "unacked_restore_interval": restore_interval(settings.visibility_timeout),
-            "unacked_restore_throttle": 1,
             "socket_connect_timeout": CONNECT_TIMEOUT,
             "socket_timeout": SOCKET_TIMEOUT,
             "socket_keepalive": True,

@@ -10,7 +10,7 @@ from pathlib import Path
 from dbjobs.engines.base import CHUNK
 from dbjobs.errors import BackupNotFoundError
 from dbjobs.manifest import DUMP_SUFFIX, MANIFEST_SUFFIX, Manifest, is_backup_id
-from dbjobs.pipeline import PARTIAL_SUFFIX
+from dbjobs.pipeline import PARTIAL_SUFFIX, writer_alive
 from dbjobs.progress import ProgressCallback
 from dbjobs.storage.base import Scan, attempt, receive, scan_names
 
@@ -91,14 +91,14 @@ class LocalStorage:
         return file_chunks(self.local_path(manifest))
 
     def stale_partials(self, before: float) -> list[str]:
-        """`.partial` files not written since `before` (epoch seconds): left by a killed backup or download.
-
-        A running job writes its file continuously, so one untouched for long is nobody's.
-        """
+        """`.partial` files left by a killed backup or download: no live process holds their lock (the writer's
+        flock, dropped by the kernel when it died), and not written since `before` (epoch seconds), which covers
+        the instant between a writer creating its file and locking it."""
         try:
             with os.scandir(self.directory) as entries:
                 return sorted(e.name for e in entries
-                              if left_by_an_unfinished_job(e.name) and e.stat(follow_symlinks=False).st_mtime < before)
+                              if left_by_an_unfinished_job(e.name) and e.stat(follow_symlinks=False).st_mtime < before
+                              and not writer_alive(Path(e.path)))
         except (FileNotFoundError, NotADirectoryError):
             return []
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
 from datetime import UTC, datetime, timedelta
@@ -147,24 +148,31 @@ def test_cleanup_never_touches_anything_but_complete_backups(ages, strays, keep_
         assert again["deleted"] == []
 
 
-def test_removes_partials_a_killed_job_left_for_a_day_and_nothing_else(tmp_path):
+def test_removes_the_partials_of_dead_jobs_and_nothing_else(tmp_path):
     backups = tmp_path / "backups"
     kept = aged(backups, "app", [1])
-    old = {".app-20261101T000000Z-abcdef.dump.zst.partial", ".app-20261101T000000Z-abcdef.manifest.json.partial"}
+    old = {".app-20261101T000000Z-abcdef.dump.zst.partial", ".app-20261101T000000Z-abcdef.manifest.json.partial",
+           ".app-20261127T000000Z-0a0b0c.dump.zst.partial"}  # killed minutes ago: its writer's lock is gone
     fresh = ".app-20261127T000000Z-fedcba.dump.zst.partial"  # a backup being written right now
+    live = ".app-20261126T000000Z-1d2e3f.dump.zst.partial"  # a live writer stuck for hours (a pg_dump waiting)
     foreign = {".notes.txt.partial", ".app-2026-bad-id.dump.zst.partial"}  # not dbjobs' naming: never touched
-    two_days_ago = (NOW - timedelta(days=2)).timestamp()
-    for name in old | foreign | {fresh}:
+    ages = {".app-20261127T000000Z-0a0b0c.dump.zst.partial": timedelta(minutes=5)}
+    for name in old | foreign | {fresh, live}:
         (backups / name).write_bytes(b"half a dump")
         if name != fresh:
-            os.utime(backups / name, (two_days_ago, two_days_ago))
+            then = (datetime.now(UTC) - ages.get(name, timedelta(days=2))).timestamp()
+            os.utime(backups / name, (then, then))
+    writer = os.open(backups / live, os.O_WRONLY)
+    fcntl.flock(writer, fcntl.LOCK_EX)  # what atomic_file holds while it writes
+    try:
+        dry = run_job("dbjobs.cleanup", settings_for(backups), {"dry_run": True})
+        assert sorted(Path(p).name for p in dry["stale_partials"]) == sorted(old)
+        assert old <= {p.name for p in backups.iterdir()}
 
-    dry = run_job("dbjobs.cleanup", settings_for(backups), {"dry_run": True})
-    assert sorted(Path(p).name for p in dry["stale_partials"]) == sorted(old)
-    assert old <= {p.name for p in backups.iterdir()}
-
-    done = run_job("dbjobs.cleanup", settings_for(backups), {})
+        done = run_job("dbjobs.cleanup", settings_for(backups), {})
+    finally:
+        os.close(writer)
     left = {p.name for p in backups.iterdir()}
     assert sorted(Path(p).name for p in done["stale_partials"]) == sorted(old)
-    assert not (old & left) and {fresh} | foreign <= left
+    assert not (old & left) and {fresh, live} | foreign <= left
     assert {kept[0].file, kept[0].manifest_name} <= left

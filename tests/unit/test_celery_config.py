@@ -10,7 +10,7 @@ from beat_schedule import build_schedule
 from dbjobs.errors import ConfigError
 from dbjobs.progress import Progress, Throttled
 from dbjobs.settings import load_settings
-from workers.config import celery_config, redacted_url, restore_interval, soft_time_limit
+from workers.config import celery_config, redacted_url, soft_time_limit
 
 
 def settings(**env: str):
@@ -22,7 +22,9 @@ def test_reliability_settings_for_long_jobs() -> None:
     assert conf["accept_content"] == ["json"] and conf["task_serializer"] == conf["result_serializer"] == "json"
     assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"] and conf["worker_prefetch_multiplier"] == 1
     assert conf["task_time_limit"] == 7200 and conf["task_soft_time_limit"] == 6900
-    assert conf["broker_transport_options"]["visibility_timeout"] == 7800 > conf["task_time_limit"]
+    # short: the heartbeat keeps a live job's message from being redelivered, a dead worker's comes back in minutes
+    assert conf["broker_transport_options"]["visibility_timeout"] == 120
+    assert conf["result_backend_always_retry"] and conf["result_backend_max_retries"] >= 20
     assert conf["result_expires"] == timedelta(days=7) and conf["task_track_started"]
     assert conf["broker_transport_options"]["socket_connect_timeout"] <= 3
 
@@ -30,8 +32,9 @@ def test_reliability_settings_for_long_jobs() -> None:
 def test_visibility_timeout_and_lock_settings_are_configurable_and_validated() -> None:
     s = settings(DBJOBS_VISIBILITY_TIMEOUT="4", DBJOBS_LOCK_TTL="2", DBJOBS_LOCK_WAIT="0")
     assert (s.visibility_timeout, s.lock_ttl, s.lock_wait) == (4, 2, 0)
-    assert celery_config(s)["broker_transport_options"]["unacked_restore_interval"] == 1
-    for name in ("DBJOBS_VISIBILITY_TIMEOUT", "DBJOBS_LOCK_TTL", "DBJOBS_TASK_TIME_LIMIT", "DBJOBS_LOCK_WAIT"):
+    assert celery_config(s)["broker_transport_options"]["visibility_timeout"] == 4
+    for name in ("DBJOBS_VISIBILITY_TIMEOUT", "DBJOBS_LOCK_TTL", "DBJOBS_TASK_TIME_LIMIT", "DBJOBS_LOCK_WAIT",
+                 "DBJOBS_MIGRATION_LOCK_TIMEOUT", "DBJOBS_MIGRATION_STATEMENT_TIMEOUT"):
         with pytest.raises(ConfigError, match=name):
             settings(**{name: "-1"})
 
@@ -41,8 +44,11 @@ def test_soft_limit_leaves_time_to_clean_up(hard: float, soft: float) -> None:
     assert soft_time_limit(hard) == soft
 
 
-def test_restore_sweep_runs_a_few_times_per_visibility_timeout() -> None:
-    assert [restore_interval(v) for v in (1, 4, 30, 22200)] == [1, 1, 10, 60]
+def test_the_heartbeat_beats_several_times_per_visibility_timeout() -> None:
+    from workers.liveness import alive_ttl, heartbeat_interval
+
+    interval = heartbeat_interval(settings().visibility_timeout)
+    assert interval == 15 and alive_ttl(interval) == 45 < settings().visibility_timeout
 
 
 def test_broker_urls_are_redacted() -> None:
