@@ -74,6 +74,7 @@ def test_a_killed_workers_backup_comes_back_within_minutes_with_default_settings
             second.stop()
     assert "but its worker stopped" in shown.stdout and "runs again from the start" in shown.stdout, shown.stdout
     assert waited.returncode == 0, waited.stderr
+    assert f"note: task {task_id} (dbjobs.backup): its worker stopped" in waited.stderr, waited.stderr
     result = json.loads(waited.stdout)
     assert [m["id"] for m in manifests(backups)] == [result["id"]] and result["row_counts"] == {"public.items": 2000}
     assert log.count(f"dbjobs.backup[{task_id}] received") == 1
