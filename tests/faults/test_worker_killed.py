@@ -49,6 +49,7 @@ def test_a_killed_workers_backup_comes_back_within_minutes_with_default_settings
     env = celery_env(tmp_path, server.url(0), DBJOBS_DATABASES=f"pg={pg_url}", DBJOBS_LOCK_TTL="60")
     backups = tmp_path / "backups"
     first = start_worker(env, tmp_path, "doomed")
+    first.wait_for_log("initial schema snapshot of ")  # its catalog reads are done
     second = None
     holder = psycopg.connect(pg_url)
     try:
@@ -87,6 +88,8 @@ def test_a_live_job_longer_than_the_visibility_timeout_is_never_handed_to_anothe
     env = celery_env(tmp_path, server.url(0), DBJOBS_DATABASES=f"pg={pg_url}", DBJOBS_VISIBILITY_TIMEOUT="3",
                      DBJOBS_LOCK_TTL="60")
     workers = [start_worker(env, tmp_path, name) for name in ("one", "two")]
+    for w in workers:
+        w.wait_for_log("initial schema snapshot of ")  # its catalog reads are done before the test locks a table
     holder = psycopg.connect(pg_url)
     try:
         holder.execute("LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
@@ -158,6 +161,7 @@ def test_a_worker_killed_mid_migration_frees_the_database_and_the_job_completes(
     env = celery_env(tmp_path, server.url(0), DBJOBS_DATABASES=f"target={url}", DBJOBS_VISIBILITY_TIMEOUT="6",
                      DBJOBS_LOCK_TTL="60")
     first = start_worker(env, tmp_path, "doomed")
+    first.wait_for_log("initial schema snapshot of ")  # its catalog reads are done
     second = None
     try:
         task_id = run_cli(env, tmp_path, "apply-migration", "--database", "target", "--file", str(migration),
