@@ -109,7 +109,8 @@ def run_backup(
             size=written.size, raw_size=written.raw_size, sha256=written.sha256, compression="zstd",
             compression_level=level, tools=tools, schema_fingerprint=schema_fingerprint, row_counts=row_counts,
             dbjobs_version=__version__, kind=kind, note=note,
-            extra={"request_id": request_id} if request_id else {},
+            extra={**({"request_id": request_id} if request_id else {}),
+                   **({} if connector.counts_exact else {"row_counts_exact": False})},
             encryption=encryption_record(tuple(recipients), written.compressed_size, written.compressed_sha256)
             if recipients else None,
         )

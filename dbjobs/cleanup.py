@@ -34,6 +34,7 @@ class CleanupResult:
     stale_partials: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     emptied: list[str] = field(default_factory=list)
+    in_use: list[str] = field(default_factory=list)
     freed: int = 0
 
     def to_dict(self) -> dict[str, object]:
@@ -41,7 +42,7 @@ class CleanupResult:
         return {"dry_run": self.dry_run, "rule": self.rule.to_dict(), "deleted": self.deleted, "kept": self.kept,
                 "freed_bytes": self.freed,
                 "interrupted_deletions": self.interrupted, "stale_partials": self.stale_partials,
-                "skipped": self.skipped, "emptied": self.emptied}
+                "skipped": self.skipped, "emptied": self.emptied, "in_use": self.in_use}
 
 
 def _row(backup: Backup, decision: Decision) -> dict[str, object]:
@@ -95,6 +96,13 @@ def _cleanup(storages: Sequence[Storage], rule: Rule, now: datetime, database: s
         if not d.keep:
             result.freed += backup.manifest.size * len(backup.locations)
     doomed = {str(row["id"]) for row in result.deleted}
+    busy = {i for i in doomed for s, _ in scanned if isinstance(s, LocalStorage) and s.in_use(i)}
+    if busy:  # a restore is reading it: kept this time, the next cleanup decides again
+        result.in_use = sorted(busy)
+        result.deleted = [row for row in result.deleted if row["id"] not in busy]
+        result.freed = sum(by_id[str(row["id"])].manifest.size * len(by_id[str(row["id"])].locations)
+                           for row in result.deleted)
+        doomed -= busy
     for storage, scan in scanned:
         orphans = _orphans(storage, scan, database)
         result.interrupted.extend(f"{i} ({storage.where})" for i in orphans)

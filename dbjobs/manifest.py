@@ -21,6 +21,8 @@ from dbjobs.recipients import encryption_problem
 FORMAT = "dbjobs-backup/1"
 MANIFEST_SUFFIX = ".manifest.json"
 DUMP_SUFFIX = ".dump.zst"
+ENGINES = ("postgresql", "mysql", "sqlite")
+ID_TAIL = len("-20260101T000000Z-abcdef")  # what follows the alias in an id
 ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}-\d{8}T\d{6}Z-[0-9a-f]{6}$")
 
 
@@ -116,6 +118,13 @@ def parse_manifest(text: str | bytes, source: str) -> Manifest:
         raise BackupInvalidError(f"{source}: manifest field {bad!r} is missing or malformed")
     if not is_backup_id(data["id"]) or data["file"] != data["id"] + DUMP_SUFFIX:
         raise BackupInvalidError(f"{source}: manifest names an unexpected file {data['file']!r}")
+    if data["id"][:-ID_TAIL] != data["database"]:
+        raise BackupInvalidError(f"{source}: manifest database {data['database']!r} is not the alias in its id")
+    if data["engine"] not in ENGINES:
+        raise BackupInvalidError(f"{source}: manifest engine {data['engine']!r} is not one of {', '.join(ENGINES)}")
+    if min(data["size"], data["raw_size"]) < 0 or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in data["row_counts"].values()):
+        raise BackupInvalidError(f"{source}: manifest sizes or row counts are not counts")
     if not _SHA256.fullmatch(data["sha256"]) or data["compression"] != "zstd":
         raise BackupInvalidError(f"{source}: manifest checksum or compression is malformed")
     problem = encryption_problem(data.get("encryption"))

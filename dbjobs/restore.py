@@ -1,11 +1,16 @@
 """The restore job: verify, confirm, then replace the database all or nothing, by swap or in place.
 
-Order matters: nothing touches the target until the backup's checksum and engine are known
-good. Where the engine can (PostgreSQL), the backup is loaded into a shadow database, checked
-against the manifest and swapped in (dbjobs/swap.py): the old database becomes the pre-restore
-copy, so no safety dump is taken and `undo_restore` swaps it back. Otherwise the restore runs in
-place after a safety backup: PostgreSQL and SQLite in one transaction; MySQL, whose DDL commits
-implicitly, is put back from the safety backup if the load fails.
+Order matters: nothing touches the target until the backup's checksum, engine and dump header
+are known good. The backup's file is opened once: it is verified and loaded from that descriptor
+(a cleanup deleting it meanwhile changes nothing) and marked in use so cleanup skips it; its
+bytes are checked as they stream (`dbjobs.dumpcheck`: header, trailer, the manifest's raw size).
+Where the engine can (PostgreSQL, MariaDB 10.5+), the backup is loaded into a shadow database,
+checked against the manifest and swapped in (dbjobs/swap.py): the old database becomes the
+pre-restore copy, so no safety dump is taken and `undo_restore` swaps it back. Otherwise the
+restore runs in place after a safety backup (a redelivered task reuses the one its killed first
+attempt took): PostgreSQL in one transaction; SQLite stages its image in the backup directory,
+checks it, and copies it in with the journaled backup API; MySQL, whose DDL commits implicitly,
+is put back from the safety backup if the load fails.
 """
 
 from __future__ import annotations
@@ -16,15 +21,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from dbjobs.backup import run_backup
-from dbjobs.catalog import Backup
+from dbjobs.catalog import Backup, find_request_backup
 from dbjobs.dburl import DatabaseURL
+from dbjobs.dumpcheck import check_header, checked_dump
 from dbjobs.engines import connector_for
-from dbjobs.engines.base import Connector, ShadowLoad
+from dbjobs.engines.base import Connector, ShadowLoad, Staging
 from dbjobs.errors import BackupInvalidError, ConfigError, ConfirmationRequired, RestoreError
+from dbjobs.inuse import reading
 from dbjobs.manifest import Manifest
-from dbjobs.pipeline import decompressed_chunks, verify_file
+from dbjobs.pipeline import decompressed_open, verify_open
 from dbjobs.progress import Progress, ProgressCallback, no_progress
 from dbjobs.recipients import NO_KEYS, AgeKeys, Sealed, sealed
 from dbjobs.swap import (
@@ -61,10 +69,46 @@ class RestoreResult:
                 **(self.swap.to_dict() if self.swap else {}), **({"note": self.note} if self.note else {})}
 
 
-def _load(backup: Backup, db: DatabaseURL, progress: ProgressCallback, opened: Sealed | None) -> None:
-    connector = connector_for(db)
-    chunks = decompressed_chunks(backup.path, progress, backup.manifest.raw_size, sealed=opened)
-    connector.restore(chunks, same_database=backup.manifest.database == db.alias)
+def _chunks(backup: Backup, f: BinaryIO, progress: ProgressCallback, opened: Sealed | None) -> Iterable[bytes]:
+    """The dump open as `f`, decrypted if `opened`, decompressed from its start and checked as it streams."""
+    m = backup.manifest
+    return checked_dump(decompressed_open(f, m.file, progress, m.raw_size, sealed=opened), m.engine, m.raw_size, m.id)
+
+
+def _load(backup: Backup, f: BinaryIO, db: DatabaseURL, progress: ProgressCallback, opened: Sealed | None) -> None:
+    m = backup.manifest
+    staging = Staging(backup.path.parent if backup.path else Path("."), m.id, m.raw_size, m.row_counts,
+                      m.extra.get("row_counts_exact", True) is not False)
+    connector_for(db).restore(_chunks(backup, f, progress, opened), same_database=m.database == db.alias,
+                              staging=staging)
+
+
+def _load_safety(safety: Backup, db: DatabaseURL, keys: AgeKeys) -> None:
+    assert safety.path is not None
+    with reading(safety.path) as f:
+        _load(safety, f, db, no_progress, sealed(safety.manifest.id, safety.manifest.encryption, keys.identity_file))
+
+
+def safety_request(request_id: str) -> str:
+    """The request id of the safety backup a restore request takes: its retries find and reuse it."""
+    return f"{request_id}:safety"
+
+
+def _safety_backup(db: DatabaseURL, safety_dir: Path, backup_id: str, request_id: str | None,
+                   keys: AgeKeys, progress: ProgressCallback) -> Backup:
+    """The safety backup this request took before (a killed first attempt), or a new one.
+
+    A retry must not back up what a killed attempt left: its first safety backup shows the
+    database as it was before the restore began.
+    """
+    if request_id is not None:
+        taken = find_request_backup(safety_dir, db.alias, safety_request(request_id))
+        if taken is not None:
+            return taken
+    return run_backup(db, safety_dir, kind="safety", note=f"before restoring {backup_id}",
+                      request_id=safety_request(request_id) if request_id else None,
+                      recipients=keys.recipients,
+                      progress=lambda p: progress(Progress("safety-backup", p.done, p.total))).backup
 
 
 def choose_strategy(connector: Connector, wanted: str) -> tuple[str, str]:
@@ -106,14 +150,13 @@ def check_shadow(shadow: DatabaseURL, manifest: Manifest, jobs: int) -> None:
                            "the target is unchanged")
 
 
-def _swap_in(backup: Backup, db: DatabaseURL, connector: Connector, work_dir: Path, jobs: int,
+def _swap_in(backup: Backup, f: BinaryIO, db: DatabaseURL, connector: Connector, work_dir: Path, jobs: int,
              request_id: str | None, retention: Retention, progress: ProgressCallback,
              opened: Sealed | None) -> SwapOutcome:
     manifest = backup.manifest
-    assert backup.path is not None
 
     def chunks() -> Iterable[bytes]:
-        return decompressed_chunks(backup.path, progress, manifest.size, sealed=opened)  # type: ignore[arg-type]
+        return _chunks(backup, f, progress, opened)
 
     def check(shadow: DatabaseURL) -> None:
         progress(Progress("check"))
@@ -172,10 +215,22 @@ def run_restore(
         raise BackupInvalidError(
             f"{manifest.id} is a {manifest.engine} backup; database {db.alias!r} is {db.engine}: refused"
         )
+    assert backup.path is not None
     opened = sealed(manifest.id, manifest.encryption, keys.identity_file)
-    verify_file(backup.path, manifest.size, manifest.sha256, progress, sealed=opened)
-    if not confirmed:
-        raise ConfirmationRequired(f"restoring {manifest.id} replaces everything in {db.alias!r}; confirm (--yes)")
+    with reading(backup.path) as f:
+        verify_open(f, backup.path.name, manifest.size, manifest.sha256, progress, sealed=opened)
+        check_header(decompressed_open(f, manifest.file, no_progress, manifest.size, sealed=opened), manifest.engine,
+                     manifest.raw_size, manifest.id)
+        if not confirmed:
+            raise ConfirmationRequired(f"restoring {manifest.id} replaces everything in {db.alias!r}; confirm (--yes)")
+        return _restore(backup, f, opened, db, safety_dir, safety_backup=safety_backup, progress=progress,
+                        keys=keys, strategy=strategy, request_id=request_id, jobs=jobs, retention=retention)
+
+
+def _restore(backup: Backup, f: BinaryIO, opened: Sealed | None, db: DatabaseURL, safety_dir: Path, *,
+             safety_backup: bool, progress: ProgressCallback, keys: AgeKeys, strategy: str,
+             request_id: str | None, jobs: int, retention: Retention | None) -> RestoreResult:
+    manifest = backup.manifest
     start = time.monotonic()
     connector = connector_for(db)
     if connector.swaps:  # a swap killed while the target was closed: reopen it before connecting to it
@@ -185,9 +240,9 @@ def run_restore(
         connector.connect_check()
     chosen, note = choose_strategy(connector, strategy)
     if chosen == "swap":
-        progress(Progress("restore", 0, manifest.size))
+        progress(Progress("restore", 0, manifest.raw_size))
         kept = (retention or Retention()) if safety_backup else Retention(keep=0)  # a drill keeps no copy
-        outcome = _swap_in(backup, db, connector, safety_dir / f".restore-{db.alias}", jobs, request_id, kept,
+        outcome = _swap_in(backup, f, db, connector, safety_dir / f".restore-{db.alias}", jobs, request_id, kept,
                            progress, opened)
         return RestoreResult(manifest.id, db.alias, None, time.monotonic() - start, "swap", outcome)
     # The database's own lock, held from the safety backup to the end: no migration or other in-place restore
@@ -196,18 +251,15 @@ def run_restore(
         safety = None
         if safety_backup and existing:
             progress(Progress("safety-backup"))
-            safety = run_backup(db, safety_dir, kind="safety", note=f"before restoring {manifest.id}",
-                                recipients=keys.recipients,
-                                progress=lambda p: progress(Progress("safety-backup", p.done, p.total))).backup
+            safety = _safety_backup(db, safety_dir, manifest.id, request_id, keys, progress)
         progress(Progress("restore", 0, manifest.raw_size))
         try:
-            _load(backup, db, progress, opened)
+            _load(backup, f, db, progress, opened)
         except Exception as exc:  # any failure (a bug, a time limit) leaves a half-loaded MySQL: put it back
             if db.engine in TRANSACTIONAL or safety is None:
                 raise
             try:
-                undo_source = sealed(safety.manifest.id, safety.manifest.encryption, keys.identity_file)
-                _load(safety, db, no_progress, undo_source)
+                _load_safety(safety, db, keys)
             except Exception as undo:
                 raise RestoreError(
                     f"{exc}; putting back safety backup {safety.manifest.id} also failed ({undo}): restore it by hand"

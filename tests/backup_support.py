@@ -176,6 +176,17 @@ def row_counts(url: str) -> dict[str, int]:
     return {prefix + t: len(v["rows"]) for t, v in snap["tables"].items()}
 
 
+def side_databases(url: str) -> list[str]:
+    """The shadow and pre-restore databases a server restore left beside `url`'s database."""
+    name = db(url).database
+    with connect(url) as conn:
+        if db(url).engine == "mysql":
+            rows = conn.execute(sa.text("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA"))
+        else:
+            rows = conn.execute(sa.text("SELECT datname FROM pg_database"))
+        return sorted(r[0] for r in rows if r[0].startswith(name + "__dbjobs_"))
+
+
 def raw_dump(backup: Backup) -> bytes:
     """The decompressed dump of a (small) backup."""
     return zstandard.ZstdDecompressor().stream_reader(backup.path.read_bytes()).read()

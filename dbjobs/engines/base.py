@@ -38,6 +38,18 @@ Sink = Callable[[bytes | memoryview], object]
 
 
 @dataclass(frozen=True)
+class Staging:
+    """Where a restore may stage an image (the backup directory, never beside the live database) and
+    what the image must hold before it is copied in: the manifest's raw size and row counts."""
+
+    directory: Path
+    backup_id: str
+    raw_size: int
+    row_counts: dict[str, int]
+    exact_counts: bool = True
+
+
+@dataclass(frozen=True)
 class ShadowLoad:
     """What a swap restore loads into the shadow, and how it checks the result against the manifest."""
 
@@ -57,6 +69,8 @@ class Connector(ABC):
     # zstd worker threads. 0 compresses in the reading thread: right when the dump tool and the
     # server already keep the cores busy (measured: threads only added contention for pg_dump).
     compress_threads: ClassVar[int] = 0
+    # False after a dump whose row counts were not taken on the dump's own snapshot (see MySQL's)
+    counts_exact: bool = True
 
     def __init__(self, db: DatabaseURL) -> None:
         self.db = db
@@ -78,8 +92,12 @@ class Connector(ABC):
         """Stream a consistent dump into `sink`; return exact row counts from the same snapshot."""
 
     @abstractmethod
-    def restore(self, chunks: Iterable[bytes], *, same_database: bool) -> None:
-        """Replace the database's contents with the dump in `chunks`, all or nothing."""
+    def restore(self, chunks: Iterable[bytes], *, same_database: bool, staging: Staging | None = None) -> None:
+        """Replace the database's contents with the (checked) dump in `chunks`, all or nothing.
+
+        `staging` says where an engine that restores from a file image may stage it, and what the
+        image must hold (engines that stream into their server ignore it).
+        """
 
     def exists(self) -> bool:
         """Whether there is a database to save before a restore (a new SQLite file has none)."""
@@ -180,13 +198,19 @@ class StderrTail:
     def tail(self, lines: int = 3) -> str:
         self.file.seek(0)
         text = self.file.read()[-4000:].decode("utf-8", "replace").strip().splitlines()
+        text = [line for line in text if line.strip().strip("-")]  # the mariadb client frames errors in dashes
         return " | ".join(line.strip() for line in text[-lines:]) or "no error output"
 
 
-def run_dump(argv: Sequence[str], env: Mapping[str, str], sink: Sink, what: str) -> None:
-    """Run a dump tool and push its stdout into `sink` chunk by chunk; raise BackupError on failure."""
+def run_dump(argv: Sequence[str], env: Mapping[str, str], sink: Sink, what: str, *,
+             pass_fds: Sequence[int] = ()) -> None:
+    """Run a dump tool and push its stdout into `sink` chunk by chunk; raise BackupError on failure.
+
+    `pass_fds` are inherited by the tool (an option file it reads as `/dev/fd/N`).
+    """
     err = StderrTail()
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err.file, env={**os.environ, **env}) as proc:
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err.file, env={**os.environ, **env},
+                          pass_fds=pass_fds) as proc:
         assert proc.stdout is not None
         with contextlib.suppress(OSError, AttributeError):  # Linux: a 1 MiB pipe, so the tool blocks (and we wake) less
             fcntl.fcntl(proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, CHUNK)
@@ -204,7 +228,8 @@ def run_dump(argv: Sequence[str], env: Mapping[str, str], sink: Sink, what: str)
 
 
 def run_restore(
-    stages: Sequence[Sequence[str]], env: Mapping[str, str], chunks: Iterable[bytes | memoryview], what: str
+    stages: Sequence[Sequence[str]], env: Mapping[str, str], chunks: Iterable[bytes | memoryview], what: str, *,
+    pass_fds: Sequence[int] = (),
 ) -> None:
     """Feed `chunks` into a pipeline of tools (each one's stdout into the next one's stdin).
 
@@ -218,7 +243,7 @@ def run_restore(
         err = StderrTail()
         last = i == len(stages) - 1
         proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.DEVNULL if last else subprocess.PIPE,
-                                stderr=err.file, env=full_env)
+                                stderr=err.file, env=full_env, pass_fds=pass_fds)
         if procs:
             procs[-1][0].stdout.close()  # type: ignore[union-attr]  # only the next stage holds it now
         procs.append((proc, err))

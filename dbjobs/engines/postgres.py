@@ -21,6 +21,7 @@ from dbjobs.engines.base import (
     ServerConnector,
     ShadowLoad,
     Sink,
+    Staging,
     counting_while,
     major_version,
     require_tool,
@@ -109,7 +110,7 @@ class PostgresConnector(ServerConnector):
             conn.rollback()
         return counts
 
-    def restore(self, chunks: Iterable[bytes], *, same_database: bool) -> None:
+    def restore(self, chunks: Iterable[bytes], *, same_database: bool, staging: Staging | None = None) -> None:
         """Load the dump in one transaction that only the dump's own last line commits.
 
         `pg_restore --single-transaction -f -` wraps its script in BEGIN ... COMMIT, and psql runs

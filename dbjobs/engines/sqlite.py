@@ -13,14 +13,20 @@ SQLite journals: a failure leaves the database as it was.
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import sqlite3
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 
-from dbjobs.engines.base import CHUNK, Connector, Sink, counting_while, run_dump
-from dbjobs.errors import BackupError, DatabaseUnavailableError, RestoreError
+from dbjobs.dumpcheck import REFUSED, count_mismatch
+from dbjobs.engines.base import CHUNK, Connector, Sink, Staging, counting_while, run_dump
+from dbjobs.errors import BackupError, BackupInvalidError, DatabaseUnavailableError, RestoreError
+from dbjobs.pipeline import PARTIAL_SUFFIX, private_dir
+
+STAGE_SUFFIX = ".restore-"
 
 
 @contextmanager
@@ -118,25 +124,55 @@ class SQLiteConnector(Connector):
 
             return counting_while(count, stream)
 
-    def restore(self, chunks: Iterable[bytes], *, same_database: bool) -> None:
-        path = self.db.sqlite_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with _temp_path(path.parent, ".restore") as image:
-            with open(image, "wb") as f:
+    def restore(self, chunks: Iterable[bytes], *, same_database: bool, staging: Staging | None = None) -> None:
+        """Stage the (checked) image in the backup directory, check it, then copy it in with the backup API.
+
+        The stage never goes beside the live database (a bad image must not fill the database's
+        filesystem) and is bounded by the manifest's raw size, which must fit in the free space.
+        The backup API writes the live file in one journaled transaction: a kill at any point
+        leaves a hot journal that SQLite rolls back on the next open.
+        """
+        if staging is None:
+            raise RestoreError("an SQLite restore needs a staging directory (the backup directory)")
+        self.db.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        directory = private_dir(staging.directory)
+        free = shutil.disk_usage(directory).free
+        if staging.raw_size > free:
+            raise RestoreError(f"staging the {staging.raw_size}-byte image of {staging.backup_id} needs more "
+                               f"than the {free} bytes free in {directory}; nothing was changed")
+        image = directory / stage_name(staging.backup_id)
+        try:
+            with open(image, "xb") as f:
                 for chunk in chunks:
                     f.write(chunk)
-            src = sqlite3.connect(image)
+            self._check_and_copy(image, staging)
+        except OSError as exc:
+            raise RestoreError(f"staging the image of {staging.backup_id} in {directory} failed "
+                               f"({exc.strerror}); nothing was changed") from None
+        finally:
+            image.unlink(missing_ok=True)
+
+    def _check_and_copy(self, image: Path, staging: Staging) -> None:
+        src = sqlite3.connect(f"file:{image}?mode=ro", uri=True)
+        try:
+            check = src.execute("PRAGMA integrity_check").fetchone()[0]
+            if check != "ok":
+                raise RestoreError(f"the backup's SQLite image fails its integrity check ({check}); "
+                                   "nothing restored")
+            problem = count_mismatch(staging.row_counts, _table_counts(src), exact=staging.exact_counts)
+            if problem:
+                raise BackupInvalidError(f"{staging.backup_id}: the staged image's {problem}; {REFUSED}")
+            dst = sqlite3.connect(self.db.sqlite_path, timeout=30)
             try:
-                check = src.execute("PRAGMA integrity_check").fetchone()[0]
-                if check != "ok":
-                    raise RestoreError(f"the backup's SQLite image fails its integrity check ({check}); "
-                                       "nothing restored")
-                dst = sqlite3.connect(path, timeout=30)
-                try:
-                    src.backup(dst)
-                finally:
-                    dst.close()
-            except sqlite3.DatabaseError as exc:
-                raise RestoreError(f"SQLite restore failed: {exc}; the database is unchanged") from None
+                src.backup(dst)
             finally:
-                src.close()
+                dst.close()
+        except sqlite3.DatabaseError as exc:
+            raise RestoreError(f"SQLite restore failed: {exc}; the database is unchanged") from None
+        finally:
+            src.close()
+
+
+def stage_name(backup_id: str) -> str:
+    """The hidden name an image is staged under: a `.partial` of dbjobs' naming, swept if a kill leaves it."""
+    return f".{backup_id}{STAGE_SUFFIX}{secrets.token_hex(4)}{PARTIAL_SUFFIX}"

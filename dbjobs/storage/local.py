@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from dbjobs.engines.base import CHUNK
 from dbjobs.errors import BackupNotFoundError
+from dbjobs.inuse import in_use
 from dbjobs.manifest import DUMP_SUFFIX, MANIFEST_SUFFIX, Manifest, is_backup_id
 from dbjobs.pipeline import PARTIAL_SUFFIX, writer_alive
 from dbjobs.progress import ProgressCallback
@@ -22,13 +24,17 @@ def file_chunks(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
+STAGED = re.compile(r"^(?P<id>.+)\.restore-[0-9a-f]{8}$")  # an SQLite image a restore stages (engines/sqlite.py)
+
+
 def left_by_an_unfinished_job(name: str) -> bool:
-    """A hidden `.partial` of dbjobs' own naming (a dump or manifest of a well-formed backup id)."""
+    """A hidden `.partial` of dbjobs' own naming (a dump, manifest or staged restore image of a backup id)."""
     if not (name.startswith(".") and name.endswith(PARTIAL_SUFFIX)):
         return False
     inner = name[1 : -len(PARTIAL_SUFFIX)]
-    return any(inner.endswith(suffix) and is_backup_id(inner[: -len(suffix)])
-               for suffix in (DUMP_SUFFIX, MANIFEST_SUFFIX))
+    staged = STAGED.match(inner)
+    return (staged is not None and is_backup_id(staged["id"])) or any(
+        inner.endswith(suffix) and is_backup_id(inner[: -len(suffix)]) for suffix in (DUMP_SUFFIX, MANIFEST_SUFFIX))
 
 
 class LocalStorage:
@@ -107,6 +113,10 @@ class LocalStorage:
         for name in names:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(self._prefix, name))
+
+    def in_use(self, backup_id: str) -> bool:
+        """Whether a restore is reading this backup's file now (cleanup skips it)."""
+        return in_use(self.directory / (backup_id + DUMP_SUFFIX))
 
     def delete(self, backup_ids: Sequence[str]) -> None:
         """Unlink each dump, then its manifest; missing files are already deleted."""

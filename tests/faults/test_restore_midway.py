@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from dbjobs.catalog import find_backup
-from dbjobs.errors import DbjobsError, RestoreError
+from dbjobs.errors import BackupInvalidError, DbjobsError, RestoreError
 from dbjobs.jobs import run_job
 from dbjobs.progress import Progress
 from dbjobs.storage.local import LocalStorage
@@ -109,7 +109,7 @@ def test_sqlite_image_failing_its_check_changes_nothing(sqlite_url: str, tmp_pat
     doctor(backup, damage)
     current = snapshot(sqlite_url)
 
-    with pytest.raises(RestoreError, match=r"unchanged|nothing restored"):
+    with pytest.raises((RestoreError, BackupInvalidError), match=r"unchanged|nothing restored|nothing was changed"):
         run_job("dbjobs.restore", settings, {"backup": backup.manifest.id, "confirmed": True})
 
     assert snapshot(sqlite_url) == current

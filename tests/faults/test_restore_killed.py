@@ -1,0 +1,243 @@
+"""Restores whose whole worker is killed (-9) at each step: the database is the before state or the backup.
+
+Every case runs through real Celery workers on a Redis of the suite: `restore` is submitted with
+the CLI, the worker is killed when the restore reaches the step under test, the database is
+compared row for row with the state before the restore, then a second worker receives the
+redelivered task (a short visibility timeout) and the database must be exactly the backup. What
+must never be lost: the pre-restore state, which must still be where the result says (MariaDB's
+pre-restore copy, the one safety backup of the request). What must never be left: a file with
+the MariaDB password (the client tools read it from a pipe).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from dbjobs.jobs import run_job
+from tests.backup_support import build_sample, connect, mutate, settings_for, side_databases, snapshot
+from tests.celery_support import Proc, celery_env, cli_json, flushed_redis, run_cli, start_worker, wait_until
+from tests.conftest import MYSQL_ADMIN_URL
+
+pytestmark = pytest.mark.redis
+REDIS_DB = 5
+SECRET = f"Pw#{uuid.uuid4().hex[:10]} \"q\""
+TIMES: list[tuple[str, str, str, float]] = []  # (fault, engine, asserted, seconds to recovery), printed at the end
+
+
+@pytest.fixture(scope="module")
+def mysql_user() -> Iterator[str]:
+    """A MariaDB account with a password (root has none here), allowed on the test databases only."""
+    name = f"dbjobs_r_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine("mysql+pymysql://" + MYSQL_ADMIN_URL.split("://", 1)[1], isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE USER '{name}'@'%' IDENTIFIED BY :pw"), {"pw": SECRET})
+        conn.execute(sa.text(f"GRANT ALL ON `dbjobs\\_t\\_%`.* TO '{name}'@'%'"))
+        conn.execute(sa.text(f"GRANT RELOAD, PROCESS ON *.* TO '{name}'@'%'"))
+    try:
+        yield name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP USER IF EXISTS '{name}'@'%'"))
+        admin.dispose()
+
+
+def _with_user(url: str, user: str) -> str:
+    from urllib.parse import quote
+
+    return url.replace("mysql://root@", f"mysql://{user}:{quote(SECRET, safe='')}@")
+
+
+@dataclass
+class Case:
+    """One restore to kill: its environment, the backup, and the states the database may be in."""
+
+    url: str
+    env: dict[str, str]
+    base: Path
+    backup_id: str
+    before: dict
+    restored: dict
+
+    @property
+    def backups(self) -> Path:
+        return self.base / "backups"
+
+
+def _prepare(url: str, base: Path, alias: str, rows: int) -> Case:
+    build_sample(url)
+    with connect(url) as conn:  # enough data that each step takes a moment to catch
+        conn.execute(sa.text("CREATE TABLE bulk (id INTEGER PRIMARY KEY, pad VARCHAR(400))"))
+        for start in range(0, rows, 20_000):
+            conn.execute(sa.text("INSERT INTO bulk VALUES (:i, :p)"),
+                         [{"i": i, "p": f"{i:08d}" * 40} for i in range(start, min(rows, start + 20_000))])
+    env = celery_env(base, flushed_redis(REDIS_DB), DBJOBS_DATABASES=json.dumps({alias: url}),
+                     DBJOBS_VISIBILITY_TIMEOUT="4", DBJOBS_LOCK_TTL="2", TMPDIR=str(base / "tmp"))
+    (base / "tmp").mkdir()
+    backup = run_job("dbjobs.backup", settings_for(base / "backups", **{alias: url}), {"database": alias})
+    restored = snapshot(url)
+    mutate(url)
+    return Case(url, env, base, backup["id"], snapshot(url), restored)
+
+
+def _no_secret_left(case: Case) -> None:
+    """No file the jobs could have written holds the password: the test's tree and the temp folders."""
+    roots = [case.base, Path(tempfile.gettempdir())]
+    for root in roots:
+        for path in (root.rglob("*") if root == case.base else root.glob("dbjobs-*")):
+            if path.is_file() and path.stat().st_size < 1 << 26:
+                assert SECRET.encode() not in path.read_bytes(), f"{path} holds the password"
+
+
+def _stage_file(case: Case) -> bool:
+    return any(".restore-" in p.name for p in case.backups.iterdir())
+
+
+def _safety_partial(case: Case) -> bool:
+    return any(p.name.startswith(".") and p.name.endswith(".partial") and ".restore-" not in p.name
+               for p in case.backups.iterdir())
+
+
+def _shadow_loading(case: Case) -> bool:
+    return any("__dbjobs_shadow_" in n for n in side_databases(case.url)) and _shadow_has_bulk(case)
+
+
+def _shadow_has_bulk(case: Case) -> bool:
+    name = sa.engine.make_url(case.url).database
+    with connect(case.url) as conn:
+        return bool(conn.execute(sa.text(
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA LIKE :p AND TABLE_NAME = 'bulk'"),
+            {"p": f"{name}\\_\\_dbjobs\\_shadow\\_%"}).scalar())
+
+
+def _renaming(case: Case) -> bool:
+    with connect(case.url) as conn:
+        return bool(conn.execute(sa.text(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'RENAME TABLE%'")).scalar())
+
+
+def _recovering(case: Case) -> bool:
+    with connect(case.url) as conn:
+        return bool(conn.execute(sa.text(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT GET_LOCK%'")).scalar())
+
+
+def _journal_live(case: Case) -> bool:
+    return case.url.startswith("sqlite") and Path(case.url.removeprefix("sqlite:///") + "-journal").exists()
+
+
+def _tables(url: str) -> dict:
+    return {t: v for t, v in snapshot(url)["tables"].items() if not t.startswith("__dbjobs_")}
+
+
+def _pre_restore_url(case: Case, name: str) -> str:
+    return str(sa.engine.make_url(case.url).set(database=name).render_as_string(hide_password=False))
+
+
+POINTS: dict[str, tuple[str, Callable[[Case], bool]]] = {
+    # kill point: (engine, the condition that says the restore reached it)
+    "sqlite before the copy (staging)": ("sqlite", _stage_file),
+    "sqlite mid-copy (journal hot)": ("sqlite", _journal_live),
+}
+
+
+@pytest.mark.parametrize("point", list(POINTS))
+def test_a_killed_restore_is_the_before_state_then_the_backup(point: str, request: pytest.FixtureRequest,
+                                                              tmp_path: Path) -> None:
+    engine, reached = POINTS[point]
+    if engine == "mysql":
+        url = _with_user(request.getfixturevalue("mysql_url"), request.getfixturevalue("mysql_user"))
+        case = _prepare(url, tmp_path, "app", rows=150_000)
+    else:
+        case = _prepare(f"sqlite:///{tmp_path / 'live.sqlite3'}", tmp_path, "app", rows=400_000)
+    blocker = _hold_a_table(case) if "RENAME" in point or "compensation" in point else None
+    first = start_worker(case.env, tmp_path, "first")
+    workers: list[Proc] = [first]
+    try:
+        task_id = run_cli(case.env, tmp_path, "restore", case.backup_id, "--yes").stdout.strip()
+        wait_until(lambda: reached(case), 120, f"the restore never reached {point}")
+        first.kill()
+        killed = time.monotonic()
+        if blocker is None:
+            assert snapshot(case.url) == case.before, f"{point}: the database changed before the swap"
+        if "compensation" in point:  # the redelivered run waits for the orphaned RENAME: kill it there too
+            workers.append(start_worker(case.env, tmp_path, "second"))
+            wait_until(lambda: _recovering(case), 60, "the redelivered run never started its recovery")
+            workers[-1].kill()
+        workers.append(start_worker(case.env, tmp_path, "last"))
+        if blocker is not None:
+            time.sleep(1)
+            blocker.close()  # the orphaned RENAME may now run: the next run must see whether it did
+        result = cli_json(case.env, tmp_path, "result", task_id, "--wait")
+        recovery = time.monotonic() - killed
+    finally:
+        for worker in workers:
+            worker.stop()
+        if blocker is not None:
+            blocker.close()
+        flushed_redis(REDIS_DB)
+
+    assert snapshot(case.url) == case.restored, f"{point}: the redelivered restore did not give the backup"
+    safety = [m for m in map(json.loads, map(Path.read_text, case.backups.glob("*.manifest.json")))
+              if m["kind"] == "safety"]
+    assert [m["id"] for m in safety] == [result["safety_backup_id"]], "one safety backup per request"
+    assert safety[0]["row_counts"] == {t: len(v["rows"]) for t, v in case.before["tables"].items()}
+    if engine == "mysql":
+        assert side_databases(case.url) == [result["pre_restore"]]
+        assert _tables(_pre_restore_url(case, result["pre_restore"])) == case.before["tables"]
+    _no_secret_left(case)
+    TIMES.append((point, engine, "before state while killed; backup row for row after; pre-restore kept",
+                  recovery))
+
+
+class _Blocker:
+    """A transaction that has read a table of the target: RENAME TABLE waits for it (metadata lock)."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = sa.create_engine("mysql+pymysql://" + url.split("://", 1)[1])
+        self.conn = self.engine.connect()
+        self.conn.execute(sa.text("SELECT COUNT(*) FROM customers")).scalar()
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.rollback()
+            self.conn.close()
+            self.engine.dispose()
+            self.conn = None
+
+
+def _hold_a_table(case: Case) -> _Blocker:
+    return _Blocker(case.url)
+
+
+def test_zz_recovery_times() -> None:
+    """Print the table of faults and times to recovery (for the closing note); asserts nothing new."""
+    for row in TIMES:
+        print(f"| {row[0]} | {row[1]} | {row[2]} | {row[3]:.1f} s |")
+
+
+def test_cleanup_during_a_restore_skips_the_backup_being_read(tmp_path: Path) -> None:
+    """A cleanup that would delete every backup runs while a worker restores one: that one is kept and restored."""
+    case = _prepare(f"sqlite:///{tmp_path / 'live.sqlite3'}", tmp_path, "app", rows=400_000)
+    worker = start_worker(case.env, tmp_path, "both", concurrency=2)
+    try:
+        task_id = run_cli(case.env, tmp_path, "restore", case.backup_id, "--yes").stdout.strip()
+        wait_until(lambda: _stage_file(case), 120, "the restore never started loading")
+        cleaned = cli_json(case.env, tmp_path, "cleanup", "--keep-days", "0", "--min-keep", "0", "--wait")
+        result = cli_json(case.env, tmp_path, "result", task_id, "--wait")
+    finally:
+        worker.stop()
+        flushed_redis(REDIS_DB)
+    assert cleaned["in_use"] == [case.backup_id]
+    assert case.backup_id not in [row["id"] for row in cleaned["deleted"]]
+    assert (case.backups / f"{case.backup_id}.dump.zst").is_file()
+    assert result["backup_id"] == case.backup_id
+    assert snapshot(case.url) == case.restored
