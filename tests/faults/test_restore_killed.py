@@ -12,6 +12,7 @@ the MariaDB password (the client tools read it from a pipe).
 from __future__ import annotations
 
 import json
+import sqlite3
 import tempfile
 import time
 import uuid
@@ -227,13 +228,18 @@ def test_zz_recovery_times() -> None:
 def test_cleanup_during_a_restore_skips_the_backup_being_read(tmp_path: Path) -> None:
     """A cleanup that would delete every backup runs while a worker restores one: that one is kept and restored."""
     case = _prepare(f"sqlite:///{tmp_path / 'live.sqlite3'}", tmp_path, "app", rows=400_000)
-    worker = start_worker(case.env, tmp_path, "both", concurrency=2)
+    env = {**case.env, "DBJOBS_VISIBILITY_TIMEOUT": "600"}  # nothing is killed here: no redelivery wanted
+    worker = start_worker(env, tmp_path, "both", concurrency=2)
+    writer = sqlite3.connect(tmp_path / "live.sqlite3")
+    writer.execute("BEGIN IMMEDIATE")  # an application write in progress: the restore's copy waits for it
     try:
-        task_id = run_cli(case.env, tmp_path, "restore", case.backup_id, "--yes").stdout.strip()
+        task_id = run_cli(env, tmp_path, "restore", case.backup_id, "--yes").stdout.strip()
         wait_until(lambda: _stage_file(case), 120, "the restore never started loading")
-        cleaned = cli_json(case.env, tmp_path, "cleanup", "--keep-days", "0", "--min-keep", "0", "--wait")
-        result = cli_json(case.env, tmp_path, "result", task_id, "--wait")
+        cleaned = cli_json(env, tmp_path, "cleanup", "--keep-days", "0", "--min-keep", "0", "--wait")
+        writer.rollback()
+        result = cli_json(env, tmp_path, "result", task_id, "--wait")
     finally:
+        writer.close()
         worker.stop()
         flushed_redis(REDIS_DB)
     assert cleaned["in_use"] == [case.backup_id]
