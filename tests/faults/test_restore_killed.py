@@ -235,7 +235,7 @@ def test_cleanup_during_a_restore_skips_the_backup_being_read(tmp_path: Path) ->
     try:
         task_id = run_cli(env, tmp_path, "restore", case.backup_id, "--yes").stdout.strip()
         wait_until(lambda: _stage_file(case), 120, "the restore never started loading")
-        cleaned = cli_json(env, tmp_path, "cleanup", "--keep-days", "0", "--min-keep", "0", "--wait")
+        cleaned = cli_json(env, tmp_path, "cleanup", "--keep-days", "0", "--min-keep", "0", "--allow-empty", "--wait")
         writer.rollback()
         result = cli_json(env, tmp_path, "result", task_id, "--wait")
     finally:
