@@ -109,7 +109,7 @@ def count_mismatch(expected: dict[str, int], actual: dict[str, int], *, exact: b
             [f"unexpected {', '.join(extra[:5])}"] if extra else [])
         return f"tables differ from the manifest ({'; '.join(parts)})"
     if exact:
-        wrong = [f"{t} has {actual[t]} rows, the manifest says {expected[t]}" for t in sorted(expected)
+        wrong = [f"table {t} has {actual[t]} rows, the manifest says {expected[t]}" for t in sorted(expected)
                  if expected[t] != actual[t]]
         if wrong:
             return f"row counts differ from the manifest ({'; '.join(wrong[:3])})"
