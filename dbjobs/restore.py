@@ -194,7 +194,8 @@ def undo_restore(db: DatabaseURL, copy: str | None = None) -> RestoreResult:
     connector = connector_for(db)
     if not connector.swaps:
         raise RestoreError(f"{db.engine} restores in place: undo by restoring its safety backup; nothing was changed")
-    outcome = undo_swap(connector.swap_site(None), db.database, copy)
+    with connector.exclusive(f"dbjobs.restore --undo (pid {os.getpid()})", wait=DB_LOCK_WAIT):
+        outcome = undo_swap(connector.swap_site(None), db.database, copy)
     return RestoreResult(None, db.alias, None, time.monotonic() - start, "swap", outcome)
 
 
@@ -223,8 +224,12 @@ def run_restore(
                      manifest.raw_size, manifest.id)
         if not confirmed:
             raise ConfirmationRequired(f"restoring {manifest.id} replaces everything in {db.alias!r}; confirm (--yes)")
-        return _restore(backup, f, opened, db, safety_dir, safety_backup=safety_backup, progress=progress,
-                        keys=keys, strategy=strategy, request_id=request_id, jobs=jobs, retention=retention)
+        # The database's own lock, held for the whole restore (from reopening a target a killed swap left closed,
+        # through the safety backup or the shadow's load, to the swap): no migration, undo or other restore of
+        # this database can interleave, even if Redis forgot the job lock.
+        with connector_for(db).exclusive(f"dbjobs.restore of {manifest.id} (pid {os.getpid()})", wait=DB_LOCK_WAIT):
+            return _restore(backup, f, opened, db, safety_dir, safety_backup=safety_backup, progress=progress,
+                            keys=keys, strategy=strategy, request_id=request_id, jobs=jobs, retention=retention)
 
 
 def _restore(backup: Backup, f: BinaryIO, opened: Sealed | None, db: DatabaseURL, safety_dir: Path, *,
@@ -245,25 +250,22 @@ def _restore(backup: Backup, f: BinaryIO, opened: Sealed | None, db: DatabaseURL
         outcome = _swap_in(backup, f, db, connector, safety_dir / f".restore-{db.alias}", jobs, request_id, kept,
                            progress, opened)
         return RestoreResult(manifest.id, db.alias, None, time.monotonic() - start, "swap", outcome)
-    # The database's own lock, held from the safety backup to the end: no migration or other in-place restore
-    # can interleave, even if Redis forgot the job lock.
-    with connector.exclusive(f"dbjobs.restore of {manifest.id} (pid {os.getpid()})", wait=DB_LOCK_WAIT):
-        safety = None
-        if safety_backup and existing:
-            progress(Progress("safety-backup"))
-            safety = _safety_backup(db, safety_dir, manifest.id, request_id, keys, progress)
-        progress(Progress("restore", 0, manifest.raw_size))
+    safety = None
+    if safety_backup and existing:
+        progress(Progress("safety-backup"))
+        safety = _safety_backup(db, safety_dir, manifest.id, request_id, keys, progress)
+    progress(Progress("restore", 0, manifest.raw_size))
+    try:
+        _load(backup, f, db, progress, opened)
+    except Exception as exc:  # any failure (a bug, a time limit) leaves a half-loaded MySQL: put it back
+        if db.engine in TRANSACTIONAL or safety is None:
+            raise
         try:
-            _load(backup, f, db, progress, opened)
-        except Exception as exc:  # any failure (a bug, a time limit) leaves a half-loaded MySQL: put it back
-            if db.engine in TRANSACTIONAL or safety is None:
-                raise
-            try:
-                _load_safety(safety, db, keys)
-            except Exception as undo:
-                raise RestoreError(
-                    f"{exc}; putting back safety backup {safety.manifest.id} also failed ({undo}): restore it by hand"
-                ) from None
-            raise RestoreError(f"{exc}; the database was put back from safety backup {safety.manifest.id}") from None
+            _load_safety(safety, db, keys)
+        except Exception as undo:
+            raise RestoreError(
+                f"{exc}; putting back safety backup {safety.manifest.id} also failed ({undo}): restore it by hand"
+            ) from None
+        raise RestoreError(f"{exc}; the database was put back from safety backup {safety.manifest.id}") from None
     return RestoreResult(manifest.id, db.alias, safety.manifest.id if safety else None, time.monotonic() - start,
                          note=note)

@@ -5,8 +5,10 @@ The Redis lock in `workers/locks.py` lives in the broker; a Redis that restarts 
 forgets it, and a second job on the same database could start while the first still runs. This lock
 lives where the data is, so two such jobs can never interleave whatever happened to Redis:
 
-- PostgreSQL: a session-level advisory lock on a connection of its own (released by the server the
-  moment that connection ends, so a killed worker holds nothing).
+- PostgreSQL: a session-level advisory lock on a connection of its own to the server's maintenance
+  database (`postgres`, else `template1`), keyed by the target database's name (released by the server
+  the moment that connection ends, so a killed worker holds nothing). Not in the target itself: a swap
+  restore ends every session in the target and renames it, and a lock there would be lost with them.
 - MySQL/MariaDB: `GET_LOCK` on a connection of its own (the same: released with the connection).
 - SQLite: an exclusive `flock` on `<database file>.dbjobs-lock` beside it (released by the kernel when the
   process dies). SQLite's own file locks keep each transaction whole; they cannot span a whole job (the
@@ -34,7 +36,7 @@ from sqlalchemy.pool import NullPool
 from dbjobs.dburl import DatabaseURL
 from dbjobs.errors import DatabaseUnavailableError, JobLockedError
 
-PG_KEY = zlib.crc32(b"dbjobs.job")  # advisory locks are per database, so one key serves every database
+PG_KEY = zlib.crc32(b"dbjobs.job")  # the advisory lock's first key; the second is the database's name (`pg_lock_keys`)
 POLL = 0.2
 APP_NAME = "dbjobs lock: {}"  # how the holder shows in pg_stat_activity (and in our busy message)
 
@@ -82,26 +84,42 @@ def _server_connection(db: DatabaseURL, **connect_args: Any) -> Iterator[Any]:
         engine.dispose()
 
 
+def _int4(value: int) -> int:
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def pg_lock_keys(db: DatabaseURL) -> tuple[int, int]:
+    """The two int4 keys of `db`'s advisory lock in the maintenance database: ours, and its name's CRC.
+
+    Two names with the same CRC share a lock: their jobs wait for each other, which is safe.
+    """
+    return _int4(PG_KEY), _int4(zlib.crc32(db.database.encode()))
+
+
 @contextlib.contextmanager
 def _postgres(db: DatabaseURL, holder: str, wait: float) -> Iterator[None]:
+    from dbjobs.engines.pg_swap import maintenance_connection
+
+    first, second = pg_lock_keys(db)
+    keys = {"a": first, "b": second}
     # Keepalives end the lock's session within about a minute should the worker's host vanish without closing it.
-    with _server_connection(db, application_name=APP_NAME.format(holder)[:63], keepalives=1, keepalives_idle=10,
-                            keepalives_interval=5, keepalives_count=3) as conn:
+    with maintenance_connection(db, application_name=APP_NAME.format(holder)[:63], keepalives=1, keepalives_idle=10,
+                                keepalives_interval=5, keepalives_count=3) as conn:
         def attempt() -> bool:
-            return bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": PG_KEY}).scalar())
+            return bool(conn.execute(text("SELECT pg_try_advisory_lock(:a, :b)"), keys).scalar())
 
         if not _poll(attempt, wait):
             other = conn.execute(text(
                 "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-                "WHERE l.locktype = 'advisory' AND l.objid = :k AND l.granted AND l.database = "
-                "(SELECT oid FROM pg_database WHERE datname = current_database()) LIMIT 1"),
-                {"k": PG_KEY & 0xFFFFFFFF}).scalar()
+                "WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.classid = :a AND l.objid = :b AND l.granted "
+                "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) LIMIT 1"),
+                {"a": first & 0xFFFFFFFF, "b": second & 0xFFFFFFFF}).scalar()
             raise _busy(db, str(other).removeprefix(APP_NAME.format("")) if other else None, wait)
         try:
             yield
         finally:
             with contextlib.suppress(DBAPIError):
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PG_KEY})
+                conn.execute(text("SELECT pg_advisory_unlock(:a, :b)"), keys)
 
 
 @contextlib.contextmanager

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
 
 from dbjobs.dburl import DatabaseURL
 from dbjobs.errors import DatabaseUnavailableError, RestoreError
@@ -88,6 +89,34 @@ def guc_value(name: str, value: str) -> str:
                      for i in items[:-1] if i.strip()) or "''"
 
 
+@contextmanager
+def maintenance_connection(db: DatabaseURL, **connect_args: object) -> Iterator[Connection]:
+    """An autocommit session, as `db`'s role, on a maintenance database of its server (`postgres`, else
+    `template1`): where a database can be created, renamed and dropped, and where its job lock lives
+    (dbjobs.engines.dblock), since no session inside it survives a swap."""
+    last: Exception | None = None
+    for name in MAINTENANCE:
+        engine = db.with_database(name).create_engine(poolclass=NullPool, isolation_level="AUTOCOMMIT",
+                                                      connect_args=connect_args)
+        try:
+            conn = engine.connect()
+        except DBAPIError as exc:
+            last = exc
+            engine.dispose()
+            if "does not exist" in str(exc.orig):  # only a missing maintenance database tries the next one
+                continue
+            break
+        try:
+            yield conn
+        finally:
+            conn.close()
+            engine.dispose()
+        return
+    raise DatabaseUnavailableError(
+        f"database {db.alias!r}: cannot reach a maintenance database (postgres, template1) of "
+        f"{db.redacted()}: {str(getattr(last, 'orig', last)).strip().splitlines()[0]}")
+
+
 class PostgresSwapSite(SwapSite):
     """The swap steps on one PostgreSQL server, for the target database of `db`."""
 
@@ -99,38 +128,14 @@ class PostgresSwapSite(SwapSite):
         self._load = load
         self._check = check
 
-    @contextmanager
-    def admin(self) -> Iterator[Connection]:
-        """An autocommit session on a maintenance database of the same server, as the same role."""
-        last: Exception | None = None
-        for name in MAINTENANCE:
-            engine = self.db.with_database(name).create_engine(isolation_level="AUTOCOMMIT")
-            try:
-                conn = engine.connect()
-            except DBAPIError as exc:
-                last = exc
-                engine.dispose()
-                if "does not exist" in str(exc.orig):  # only a missing maintenance database tries the next one
-                    continue
-                break
-            try:
-                yield conn
-            finally:
-                conn.close()
-                engine.dispose()
-            return
-        raise DatabaseUnavailableError(
-            f"database {self.db.alias!r}: cannot reach a maintenance database (postgres, template1) of "
-            f"{self.db.redacted()}: {str(getattr(last, 'orig', last)).strip().splitlines()[0]}")
-
     def found(self, target: str) -> dict[str, Marker | None]:
-        with self.admin() as conn:
+        with maintenance_connection(self.db) as conn:
             rows = conn.execute(text("SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database"))
             return {name: Marker.parse(comment) for name, comment in rows
                     if is_derived_name(name, target, self.name_limit)}
 
     def create_shadow(self, target: str, shadow: str, marker: Marker) -> None:
-        with self.admin() as conn:
+        with maintenance_connection(self.db) as conn:
             shape = conn.execute(text(SHAPE), {"name": target}).mappings().one()
             provider = {"i": "icu ICU_LOCALE", "b": "builtin BUILTIN_LOCALE"}.get(shape["provider"] or "c")
             locale = f" LOCALE_PROVIDER {provider} {literal(shape['locale'])}" if provider else ""
@@ -158,18 +163,18 @@ class PostgresSwapSite(SwapSite):
         """Check the loaded shadow, then give it the target's `ALTER DATABASE ... SET` settings: only now, so a
         `statement_timeout` or `default_transaction_read_only` of the application's never hits the load."""
         self._check(self.db.with_database(shadow))
-        with self.admin() as conn:
+        with maintenance_connection(self.db) as conn:
             for role, setting in conn.execute(text(SETTINGS), {"name": self.db.database}).all():
                 key, _, value = setting.partition("=")
                 scope = f"ROLE {ident(role)} IN DATABASE" if role else "DATABASE"
                 ddl(conn, f"ALTER {scope} {ident(shadow)} SET {ident(key)} TO {guc_value(key, value)}")
 
     def mark(self, name: str, marker: Marker) -> None:
-        with self.admin() as conn:
+        with maintenance_connection(self.db) as conn:
             self._comment(conn, name, marker.to_text())
 
     def swap(self, target: str, incoming: str, outgoing: str, marker: Marker) -> float:
-        with self.admin() as conn:
+        with maintenance_connection(self.db) as conn:
             own = conn.execute(text("SELECT shobj_description(oid, 'pg_database') FROM pg_database "
                                     "WHERE datname = :name"), {"name": target}).scalar()
             start = time.perf_counter()
@@ -205,11 +210,11 @@ class PostgresSwapSite(SwapSite):
                 conn.execute(text("SELECT pg_terminate_backend(:pid, 1000)"), {"pid": pid})
 
     def reopen(self, target: str) -> None:
-        with self.admin() as conn:
+        with maintenance_connection(self.db) as conn:
             ddl(conn, f"ALTER DATABASE {ident(target)} ALLOW_CONNECTIONS true")
 
     def drop(self, name: str) -> None:
-        with self.admin() as conn:
+        with maintenance_connection(self.db) as conn:
             ddl(conn, f"DROP DATABASE IF EXISTS {ident(name)} WITH (FORCE)")
 
 

@@ -9,8 +9,11 @@ a restore that cannot swap says why and runs in place, and one that was refused 
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,12 +21,15 @@ import pytest
 import sqlalchemy as sa
 
 from dbjobs.catalog import find_backup
-from dbjobs.errors import RestoreError
+from dbjobs.engines import connector_for
+from dbjobs.engines.dblock import pg_lock_keys
+from dbjobs.errors import JobLockedError, RestoreError
 from dbjobs.jobs import run_job
 from dbjobs.manifest import Manifest
 from dbjobs.pipeline import write_atomic
+from dbjobs.progress import Progress
 from dbjobs.storage.local import LocalStorage
-from tests.backup_support import build_sample, connect, mutate, settings_for, snapshot
+from tests.backup_support import build_sample, connect, db, mutate, settings_for, snapshot
 from tests.conftest import PG_ADMIN_URL
 
 pytestmark = pytest.mark.postgres
@@ -189,3 +195,51 @@ def test_a_role_that_cannot_swap_restores_in_place_with_a_note(role: str, pg_url
 
     assert restored["strategy"] == "in-place" and "CREATEDB" in restored["note"]
     assert restored["safety_backup_id"] and snapshot(pg_url) == expected and _copies(pg_url) == []
+
+
+def test_a_swap_restore_holds_the_database_lock_from_start_to_swap(pg_url: str, tmp_path: Path) -> None:
+    """Held on the maintenance database (the swap ends every session in the target), keyed by the target's
+    name: while one restore is loading, a migration's lock is refused naming it and a second restore waits,
+    starting only once the first has swapped and returned."""
+    build_sample(pg_url)
+    settings = dataclasses.replace(settings_for(tmp_path / "backups", main=pg_url), pre_restore_keep=2)
+    backup = run_job("dbjobs.backup", settings, {"database": "main"})
+    mutate(pg_url)
+    checking, release = threading.Event(), threading.Event()
+    events: list[tuple[str, str, float]] = []
+
+    def restore(who: str) -> dict:
+        def progress(p: Progress) -> None:
+            events.append((who, p.phase, time.monotonic()))
+            if who == "first" and p.phase == "check":
+                checking.set()
+                assert release.wait(60)
+
+        result = run_job("dbjobs.restore", settings, {"backup": backup["id"], "confirmed": True}, progress)
+        events.append((who, "returned", time.monotonic()))
+        return result
+
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(restore, "first")
+        assert checking.wait(60), "the first restore never reached its shadow check"
+        with _admin() as conn:  # the lock lives in `postgres`, not in the target the swap will close
+            held_in = conn.execute(sa.text(
+                "SELECT d.datname FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+                "WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.classid = :a AND l.objid = :b AND l.granted"),
+                {"a": pg_lock_keys(db(pg_url))[0] & 0xFFFFFFFF, "b": pg_lock_keys(db(pg_url))[1] & 0xFFFFFFFF},
+            ).scalars().all()
+        assert held_in == ["postgres"]
+        with pytest.raises(JobLockedError, match=f"dbjobs.restore of {backup['id']}"), \
+                connector_for(db(pg_url)).exclusive("dbjobs.apply_migration t2", wait=0.5):
+            pass
+        second = pool.submit(restore, "second")
+        time.sleep(1.5)
+        assert not second.done()
+        release.set()
+        done = first.result(120), second.result(120)
+
+    first_returned = next(t for who, phase, t in events if who == "first" and phase == "returned")
+    second_began = next(t for who, phase, t in events if who == "second" and phase == "restore")
+    assert second_began > first_returned, "the second restore loaded while the first still held the database"
+    assert snapshot(pg_url) == snapshot(f"{_server(pg_url)}/{done[1]['pre_restore_copy']}")
+    assert done[0]["pre_restore_copy"] != done[1]["pre_restore_copy"]
