@@ -10,7 +10,7 @@ restore checks both.
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -86,14 +86,20 @@ def atomic_file(path: Path, *, exclusive: bool = False) -> Iterator[BinaryIO]:
     """A private (0600) file written under its hidden partial name, renamed to `path` only once synced.
 
     Any exception inside the block removes the partial file, so `path` either appears complete
-    or not at all. `exclusive` refuses to reuse a partial name another writer holds. The writer holds
-    an flock on the partial file, which the kernel drops when the writer dies: that is how cleanup
-    tells a killed job's leftover from a file being written (`writer_alive`).
+    or not at all. The writer holds an flock on the partial file, which the kernel drops when the
+    writer dies: that is how cleanup tells a killed job's leftover from a file being written
+    (`writer_alive`). `exclusive` refuses a partial name a live writer holds, and takes over one a
+    dead writer left (a job redelivered after kill -9 in the same second writes the same name).
     """
     tmp = partial_path(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC), 0o600)
-    with contextlib.suppress(BlockingIOError):
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held while writing: cleanup leaves a live writer's file alone
+    except BlockingIOError:
+        if exclusive:
+            os.close(fd)
+            raise FileExistsError(errno.EEXIST, "another live process is writing this file", str(tmp)) from None
+    os.ftruncate(fd, 0)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f

@@ -53,6 +53,33 @@ def test_file_has_its_final_name_only_when_complete(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == ["x.dump.zst"]
 
 
+def test_a_dead_writers_partial_file_is_taken_over(tmp_path: Path) -> None:
+    """A job redelivered after kill -9 within the same second writes the same partial name: the
+    leftover (no process holds its flock) must not stop the new backup."""
+    path = tmp_path / "x.dump.zst"
+    (tmp_path / ".x.dump.zst.partial").write_bytes(b"half a dump from a killed worker" * 1000)
+
+    written, _ = _write(path, [b"complete"])
+
+    assert b"".join(decompressed_chunks(path, no_progress, written.size)) == b"complete"
+    assert os.listdir(tmp_path) == ["x.dump.zst"]
+
+
+def test_a_live_writers_partial_file_is_refused_and_kept(tmp_path: Path) -> None:
+    """Two live writers of one name would interleave: the second is refused, the first's bytes stay."""
+    path = tmp_path / "x.dump.zst"
+
+    def produce(sink):  # type: ignore[no-untyped-def]
+        sink(b"first writer")
+        with pytest.raises(FileExistsError, match="another live process"):
+            _write(path, [b"second writer"])
+        assert os.listdir(tmp_path) == [".x.dump.zst.partial"]
+
+    written, _ = write_compressed(path, produce, progress=no_progress, total=None)
+
+    assert b"".join(decompressed_chunks(path, no_progress, written.size)) == b"first writer"
+
+
 @pytest.mark.parametrize("failure", [RuntimeError("dump failed"), KeyboardInterrupt()])
 def test_failure_leaves_nothing(tmp_path: Path, failure: BaseException) -> None:
     def produce(sink):  # type: ignore[no-untyped-def]
