@@ -450,7 +450,7 @@ def render_status(r: dict[str, Any]) -> str:
         else:
             kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(b["kinds"].items())) or "none"
             newest = f"newest full {b['newest_age_hours']} h old" if b["newest"] else "no full backup"
-            backups = f"{b['count']} backups ({kinds}), {newest}"
+            backups = f"{b['count']} backup{'' if b['count'] == 1 else 's'} ({kinds}), {newest}"
         lines.append(f"database {db['alias']:<12} {state}; {backups}")
     for alias, d in r.get("drills", {}).items():
         last = d["last"]
