@@ -30,10 +30,11 @@ def reading(path: Path) -> Iterator[BinaryIO]:
 
 
 def in_use(path: Path) -> bool:
-    """Whether a restore holds `path` open right now (a missing file is not in use)."""
+    """Whether a live process holds an flock on `path`: a restore reading a backup (`reading`), or the
+    writer of a partial file (`pipeline.atomic_file`). A missing file (or a symlink) is not in use."""
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -88,7 +88,7 @@ def atomic_file(path: Path, *, exclusive: bool = False) -> Iterator[BinaryIO]:
     Any exception inside the block removes the partial file, so `path` either appears complete
     or not at all. The writer holds an flock on the partial file, which the kernel drops when the
     writer dies: that is how cleanup tells a killed job's leftover from a file being written
-    (`writer_alive`). `exclusive` refuses a partial name a live writer holds, and takes over one a
+    (`inuse.in_use`). `exclusive` refuses a partial name a live writer holds, and takes over one a
     dead writer left (a job redelivered after kill -9 in the same second writes the same name).
     """
     tmp = partial_path(path)
@@ -110,21 +110,6 @@ def atomic_file(path: Path, *, exclusive: bool = False) -> Iterator[BinaryIO]:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
-
-
-def writer_alive(path: Path) -> bool:
-    """Whether a live process still holds the flock `atomic_file` takes on a partial file."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 def write_atomic(path: Path, data: bytes) -> None:

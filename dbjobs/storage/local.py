@@ -12,7 +12,7 @@ from dbjobs.engines.base import CHUNK
 from dbjobs.errors import BackupNotFoundError
 from dbjobs.inuse import in_use
 from dbjobs.manifest import DUMP_SUFFIX, MANIFEST_SUFFIX, Manifest, is_backup_id
-from dbjobs.pipeline import PARTIAL_SUFFIX, writer_alive
+from dbjobs.pipeline import PARTIAL_SUFFIX
 from dbjobs.progress import ProgressCallback
 from dbjobs.storage.base import Scan, attempt, receive, scan_names
 
@@ -104,7 +104,7 @@ class LocalStorage:
             with os.scandir(self.directory) as entries:
                 return sorted(e.name for e in entries
                               if left_by_an_unfinished_job(e.name) and e.stat(follow_symlinks=False).st_mtime < before
-                              and not writer_alive(Path(e.path)))
+                              and not in_use(Path(e.path)))
         except (FileNotFoundError, NotADirectoryError):
             return []
 
