@@ -419,9 +419,11 @@ def render_cleanup(r: dict[str, Any]) -> str:
         lines += [f"{'keep':<12} {k['id']}  ({'; '.join(k['reasons'])})" for k in r["kept"]]
     lines += [f"{'finished' if not r['dry_run'] else 'would finish'} interrupted deletion of {i}"
               for i in r["interrupted_deletions"]]
-    lines += [f"{'removed' if not r['dry_run'] else 'would remove'} unfinished file {p} (untouched for a day)"
+    lines += [f"{'removed' if not r['dry_run'] else 'would remove'} unfinished file {p} (its writer is gone)"
               for p in r["stale_partials"]]
     lines += [f"skipped: {p}" for p in r["skipped"]]
+    lines += [f"warning: {u['where']} could not be listed ({u['error']}); its backups are left for the next cleanup"
+              for u in r.get("unreadable", [])]
     lines += [f"refused      every backup of {db} would go: cleanup refuses that without --allow-empty"
               for db in r.get("emptied", [])]
     lines.append(f"{len(r['deleted'])} backup(s) {summary} ({human_size(r['freed_bytes'])}), {len(r['kept'])} kept"

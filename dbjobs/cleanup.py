@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from dbjobs.catalog import Backup, gc_paused, list_scanned, load
+from dbjobs.catalog import Backup, gc_paused, list_scanned, load, scan_readable
 from dbjobs.errors import ConfirmationRequired, DbjobsError, StorageError
 from dbjobs.progress import Progress, ProgressCallback, no_progress
 from dbjobs.retention import Candidate, Decision, Rule, decide, emptied
@@ -35,6 +35,7 @@ class CleanupResult:
     skipped: list[str] = field(default_factory=list)
     emptied: list[str] = field(default_factory=list)
     in_use: list[str] = field(default_factory=list)
+    unreadable: list[dict[str, str]] = field(default_factory=list)
     freed: int = 0
 
     def to_dict(self) -> dict[str, object]:
@@ -42,7 +43,8 @@ class CleanupResult:
         return {"dry_run": self.dry_run, "rule": self.rule.to_dict(), "deleted": self.deleted, "kept": self.kept,
                 "freed_bytes": self.freed,
                 "interrupted_deletions": self.interrupted, "stale_partials": self.stale_partials,
-                "skipped": self.skipped, "emptied": self.emptied, "in_use": self.in_use}
+                "skipped": self.skipped, "emptied": self.emptied, "in_use": self.in_use,
+                "unreadable": self.unreadable}
 
 
 def _row(backup: Backup, decision: Decision) -> dict[str, object]:
@@ -81,12 +83,15 @@ def run_cleanup(storages: Sequence[Storage], rule: Rule, now: datetime, *, datab
 def _cleanup(storages: Sequence[Storage], rule: Rule, now: datetime, database: str | None, dry_run: bool,
              allow_empty: bool, progress: ProgressCallback) -> CleanupResult:
     progress(Progress("scan"))
-    scanned = [(s, s.scan()) for s in storages]
+    # A storage that cannot be listed (Supabase down) keeps its backups for the next cleanup; the others are
+    # still cleaned, which is safe: a copy only there is one more than min-keep counted, never one fewer.
+    scanned, unreadable = scan_readable(storages)
     backups, problems = list_scanned(scanned, database)
     by_id = {b.manifest.id: b for b in backups}
     decisions = decide((Candidate(b.manifest.id, b.manifest.database, b.manifest.finished, b.manifest.kind)
                         for b in backups), rule, now)
-    result = CleanupResult(dry_run, rule, skipped=problems, emptied=[] if allow_empty else emptied(decisions))
+    result = CleanupResult(dry_run, rule, skipped=problems, emptied=[] if allow_empty else emptied(decisions),
+                           unreadable=[u.to_dict() for u in unreadable])
     if result.emptied and not dry_run:
         raise ConfirmationRequired(f"these rules would delete every backup of {', '.join(result.emptied)}; "
                                    "nothing was deleted (pass --allow-empty to do it anyway)")

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from dbjobs.catalog import Backup, list_scanned
+from dbjobs.catalog import Backup, list_scanned, scan_readable
 from dbjobs.dburl import DatabaseURL
 from dbjobs.errors import DbjobsError
 from dbjobs.jobstate import ALL, DRILL_JOB, JobOutcome
@@ -76,15 +76,11 @@ def combine(sections: Sequence[Section]) -> Section:
 
 def storage_section(storages: Sequence[Storage]) -> tuple[list[Backup], Section]:
     """Every backup the reachable storages hold; a storage that cannot be listed is critical, not fatal."""
-    scanned, data, checks = [], [], []
-    for storage in storages:
-        try:
-            scanned.append((storage, storage.scan()))
-        except DbjobsError as exc:
-            data.append({"where": storage.where, "reachable": False, "error": str(exc)})
-            checks.append(Check(f"storage:{storage.where}", "critical", str(exc)))
-            continue
-        data.append({"where": storage.where, "reachable": True})
+    scanned, unreadable = scan_readable(storages)
+    down = {u.where: str(u.error) for u in unreadable}
+    data = [{"where": s.where, "reachable": False, "error": down[s.where]} if s.where in down
+            else {"where": s.where, "reachable": True} for s in storages]
+    checks = [Check(f"storage:{where}", "critical", error) for where, error in down.items()]
     backups, problems = list_scanned(scanned)
     return backups, ({"places": data, "skipped": problems}, checks)
 

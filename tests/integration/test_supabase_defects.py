@@ -133,6 +133,26 @@ def test_local_backups_stay_listable_and_restorable_while_the_store_is_down(outa
     conn.close()
 
 
+def test_cleanup_while_the_store_is_down_cleans_local_copies_and_leaves_remote_ones_for_later(fake, tmp_path, app_db):
+    """What must not be lost: the newest backup (min-keep 1), locally and in the store. An unlistable store
+    keeps its copies until a cleanup can see them; it does not stop the local cleanup."""
+    settings = host(tmp_path, "host-a", fake, app_db)
+    ids = [run_job("dbjobs.backup", settings, {"upload": True})["id"] for _ in range(3)]
+    rule = {"keep_days": 0, "min_keep": 1}
+    with fake.storage_down():
+        down = run_job("dbjobs.cleanup", settings, rule)
+    assert sorted(d["id"] for d in down["deleted"]) == sorted(ids[:2]) and [k["id"] for k in down["kept"]] == ids[2:]
+    assert [u["where"] for u in down["unreadable"]] == ["supabase:backups"]
+    assert sorted(p.name for p in (tmp_path / "host-a").glob("default-*")) == [
+        f"{ids[2]}.dump.zst", f"{ids[2]}.manifest.json"]
+    assert {ids[0], ids[1], ids[2]} <= store(fake).scan().complete  # the store's copies wait
+
+    up = run_job("dbjobs.cleanup", settings, rule)
+
+    assert sorted(d["id"] for d in up["deleted"]) == sorted(ids[:2]) and up["unreadable"] == []
+    assert store(fake).scan().complete == {ids[2]}
+
+
 # 6. Downloads ride out a server restart, and a retried restore resumes the download.
 def test_a_download_rides_out_a_five_second_restart_and_resumes(fake, tmp_path):
     m = make_backup(tmp_path / "src", "app", NOW, os.urandom(20 * MB))
