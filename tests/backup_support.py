@@ -184,7 +184,7 @@ def side_databases(url: str) -> list[str]:
             rows = conn.execute(sa.text("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA"))
         else:
             rows = conn.execute(sa.text("SELECT datname FROM pg_database"))
-        return sorted(r[0] for r in rows if r[0].startswith(name + "__dbjobs_"))
+        return sorted(r[0] for r in rows if r[0].startswith(name + "__"))
 
 
 def raw_dump(backup: Backup) -> bytes:
@@ -234,10 +234,9 @@ def second_database(url: str, tmp_path: Path) -> Iterator[str]:
         with engine.connect() as conn:
             conn.execute(sa.text(f"DROP DATABASE IF EXISTS {quote}{name}{quote}{force}"))
         engine.dispose()
-        if parsed.engine == "postgresql":
-            from tests.conftest import drop_pg_copies
+        from tests.conftest import drop_copies
 
-            drop_pg_copies(url.rsplit("/", 1)[0] + "/" + name)
+        drop_copies("postgres" if parsed.engine == "postgresql" else "mysql", url.rsplit("/", 1)[0] + "/" + name)
 
 
 CLI = Path(__file__).resolve().parents[1] / "cli.py"

@@ -41,7 +41,7 @@ def _scratch_name() -> str:
 @contextmanager
 def scratch_database(service: str, admin_url: str, driver: str, create: str, drop: str) -> Iterator[str]:
     """Create a uniquely named database on a real server, yield its URL, drop it on every exit path
-    (with the shadow and pre-restore copies PostgreSQL swap restores made of it)."""
+    (with the shadow and pre-restore copies swap restores made of it)."""
     require_service(service)
     import sqlalchemy as sa
 
@@ -56,23 +56,30 @@ def scratch_database(service: str, admin_url: str, driver: str, create: str, dro
         finally:
             with admin.connect() as conn:
                 conn.execute(sa.text(drop.format(name=name)))
-            if service == "postgres":
-                drop_pg_copies(url)
+            drop_copies(service, url)
     finally:
         admin.dispose()
 
 
-def drop_pg_copies(url: str) -> None:
+def drop_copies(service: str, url: str) -> None:
     """Drop what swap restores made of a test database: `<name>__pre_restore_<time>`, `<name>__shadow`."""
     import sqlalchemy as sa
 
     name = url.rsplit("/", 1)[1]
-    admin = sa.create_engine(f"postgresql+psycopg://{PG_ADMIN_URL.split('://', 1)[1]}", isolation_level="AUTOCOMMIT")
+    like = name.replace("_", "\\_") + "\\_\\_%"
+    if service == "postgres":
+        driver, admin_url = "postgresql+psycopg", PG_ADMIN_URL
+        listing = "SELECT datname FROM pg_database WHERE datname LIKE :p"
+        drop = 'DROP DATABASE IF EXISTS "{}" WITH (FORCE)'
+    else:
+        driver, admin_url = "mysql+pymysql", MYSQL_ADMIN_URL
+        listing = "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE :p"
+        drop = "DROP DATABASE IF EXISTS `{}`"
+    admin = sa.create_engine(f"{driver}://{admin_url.split('://', 1)[1]}", isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            like = name.replace("_", "\\_") + "\\_\\_%"
-            for (copy,) in conn.execute(sa.text("SELECT datname FROM pg_database WHERE datname LIKE :p"), {"p": like}):
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)'))
+            for (copy,) in conn.execute(sa.text(listing), {"p": like}).all():
+                conn.execute(sa.text(drop.format(copy)))
     finally:
         admin.dispose()
 
@@ -98,7 +105,7 @@ def pg_url() -> Iterator[str]:
 
 @pytest.fixture
 def mysql_url() -> Iterator[str]:
-    """A fresh, empty MariaDB database, dropped after the test."""
+    """A fresh, empty MariaDB database, dropped after the test with the copies restores made of it."""
     with mysql_database() as url:
         yield url
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
 from dbjobs.engines.base import (
     ServerConnector,
+    ShadowLoad,
     Sink,
     Staging,
     counting_while,
@@ -26,6 +28,10 @@ from dbjobs.engines.base import (
     run_restore,
     tool_version,
 )
+
+if TYPE_CHECKING:
+    from dbjobs.dburl import DatabaseURL
+    from dbjobs.swap import SwapSite
 
 HINT = "the MariaDB client (Debian/Ubuntu: apt-get install mariadb-client)"
 # group_concat_max_len is raised first: MySQL's default (1024 bytes) would cut the list of names
@@ -83,6 +89,7 @@ class MySQLConnector(ServerConnector):
     """mariadb-dump (or mysqldump) and the mariadb (or mysql) client, password in an option file."""
 
     engine = "mysql"
+    swaps = True
     version_sql = "SELECT VERSION()"
     size_sql = ("SELECT COALESCE(SUM(DATA_LENGTH + INDEX_LENGTH), 0) FROM information_schema.TABLES "
                 "WHERE TABLE_SCHEMA = DATABASE()")
@@ -112,12 +119,12 @@ class MySQLConnector(ServerConnector):
         finally:
             os.close(read)
 
-    def client_load(self, database: str, chunks: Iterable[bytes | memoryview]) -> None:
-        """Feed SQL into the `mariadb` client connected to `database`; RestoreError with its error on failure."""
+    def client_load(self, database: str, chunks: Iterable[bytes | memoryview], what: str | None = None) -> None:
+        """Feed SQL into the `mariadb` client connected to `database`; RestoreError saying `what` failed."""
         _, client = self._tools()
         with self._options() as (option, fd):
             run_restore([[client, option, "--binary-mode", "--database", database]], {}, chunks,
-                        os.path.basename(client), pass_fds=(fd,))
+                        what or os.path.basename(client), pass_fds=(fd,))
 
     def tool_versions(self) -> dict[str, str]:
         dump, client = self._tools()
@@ -157,6 +164,29 @@ class MySQLConnector(ServerConnector):
                     thaw.release()
             conn.rollback()
         return counts
+
+    def row_counts(self, jobs: int = 1) -> dict[str, int]:
+        from dbjobs.engines.mysql_swap import row_counts, session
+
+        with session(self.db) as s:
+            return row_counts(s, self.db.database)
+
+    def swap_blocker(self) -> str | None:
+        from dbjobs.engines.mysql_swap import session, swap_blocker
+
+        with session(self.db) as s:
+            return swap_blocker(s)
+
+    def swap_site(self, load: ShadowLoad | None) -> SwapSite:
+        from dbjobs.engines.mysql_swap import MySQLSwapSite
+
+        def unused(_: DatabaseURL) -> None:
+            raise AssertionError("an undo loads nothing")
+
+        if load is None:
+            return MySQLSwapSite(self, unused, unused)
+        what = f"loading {load.name} into a shadow database (dropped; the database is unchanged)"
+        return MySQLSwapSite(self, lambda shadow: self.client_load(shadow.database, load.chunks(), what), load.check)
 
     def restore(self, chunks: Iterable[bytes], *, same_database: bool, staging: Staging | None = None) -> None:
         def with_prelude() -> Iterator[bytes]:

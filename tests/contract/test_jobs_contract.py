@@ -126,7 +126,7 @@ def restore_check(c: Cell, o: Outcome, into_other: bool) -> None:
     assert o.result["database"] == alias
     assert engines.items(target) == c.expected  # row for row, values exact
     if o.result["strategy"] == "swap":  # the replaced database itself is kept, renamed: no safety dump
-        assert c.engine == "postgresql" and o.result["safety_backup_id"] is None
+        assert c.engine in ("postgresql", "mysql") and o.result["safety_backup_id"] is None
         assert len(engines.items(target.rsplit("/", 1)[0] + "/" + o.result["pre_restore_copy"])) == 10
     else:
         safety = c.manifest(o.result["safety_backup_id"])

@@ -108,27 +108,18 @@ def _safety_partial(case: Case) -> bool:
 
 
 def _shadow_loading(case: Case) -> bool:
-    return any("__dbjobs_shadow_" in n for n in side_databases(case.url)) and _shadow_has_bulk(case)
-
-
-def _shadow_has_bulk(case: Case) -> bool:
+    """The shadow has its big table and the client is still filling it."""
     name = sa.engine.make_url(case.url).database
     with connect(case.url) as conn:
         return bool(conn.execute(sa.text(
-            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA LIKE :p AND TABLE_NAME = 'bulk'"),
-            {"p": f"{name}\\_\\_dbjobs\\_shadow\\_%"}).scalar())
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = :s AND TABLE_NAME = 'bulk'"),
+            {"s": f"{name}__shadow"}).scalar())
 
 
 def _renaming(case: Case) -> bool:
     with connect(case.url) as conn:
         return bool(conn.execute(sa.text(
             "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'RENAME TABLE%'")).scalar())
-
-
-def _recovering(case: Case) -> bool:
-    with connect(case.url) as conn:
-        return bool(conn.execute(sa.text(
-            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT GET_LOCK%'")).scalar())
 
 
 def _journal_live(case: Case) -> bool:
@@ -145,6 +136,9 @@ def _pre_restore_url(case: Case, name: str) -> str:
 
 POINTS: dict[str, tuple[str, Callable[[Case], bool]]] = {
     # kill point: (engine, the condition that says the restore reached it)
+    "mid-load (shadow)": ("mysql", _shadow_loading),
+    "mid-swap (RENAME waiting)": ("mysql", _renaming),
+    "during compensation (recovery)": ("mysql", _renaming),
     "sqlite before the copy (staging)": ("sqlite", _stage_file),
     "sqlite mid-copy (journal hot)": ("sqlite", _journal_live),
 }
@@ -171,7 +165,8 @@ def test_a_killed_restore_is_the_before_state_then_the_backup(point: str, reques
             assert snapshot(case.url) == case.before, f"{point}: the database changed before the swap"
         if "compensation" in point:  # the redelivered run waits for the orphaned RENAME: kill it there too
             workers.append(start_worker(case.env, tmp_path, "second"))
-            wait_until(lambda: _recovering(case), 60, "the redelivered run never started its recovery")
+            workers[-1].wait_for_log("Task dbjobs.restore", 60)
+            time.sleep(3)  # it waits there for the swap lock the orphaned RENAME holds
             workers[-1].kill()
         workers.append(start_worker(case.env, tmp_path, "last"))
         if blocker is not None:
@@ -189,11 +184,13 @@ def test_a_killed_restore_is_the_before_state_then_the_backup(point: str, reques
     assert snapshot(case.url) == case.restored, f"{point}: the redelivered restore did not give the backup"
     safety = [m for m in map(json.loads, map(Path.read_text, case.backups.glob("*.manifest.json")))
               if m["kind"] == "safety"]
-    assert [m["id"] for m in safety] == [result["safety_backup_id"]], "one safety backup per request"
-    assert safety[0]["row_counts"] == {t: len(v["rows"]) for t, v in case.before["tables"].items()}
-    if engine == "mysql":
-        assert side_databases(case.url) == [result["pre_restore"]]
-        assert _tables(_pre_restore_url(case, result["pre_restore"])) == case.before["tables"]
+    if engine == "mysql":  # by swap: the old database itself is kept, no safety dump
+        assert result["strategy"] == "swap" and safety == [] and result["safety_backup_id"] is None
+        assert side_databases(case.url) == [result["pre_restore_copy"]]
+        assert _tables(_pre_restore_url(case, result["pre_restore_copy"])) == case.before["tables"]
+    else:
+        assert [m["id"] for m in safety] == [result["safety_backup_id"]], "one safety backup per request"
+        assert safety[0]["row_counts"] == {t: len(v["rows"]) for t, v in case.before["tables"].items()}
     _no_secret_left(case)
     TIMES.append((point, engine, "before state while killed; backup row for row after; pre-restore kept",
                   recovery))

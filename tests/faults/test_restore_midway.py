@@ -18,7 +18,7 @@ from dbjobs.errors import BackupInvalidError, DbjobsError, RestoreError
 from dbjobs.jobs import run_job
 from dbjobs.progress import Progress
 from dbjobs.storage.local import LocalStorage
-from tests.backup_support import build_sample, connect, doctor, mutate, settings_for, snapshot
+from tests.backup_support import build_sample, connect, doctor, mutate, settings_for, side_databases, snapshot
 
 
 def _backup_then_mutate(url: str, directory: Path):  # type: ignore[no-untyped-def]
@@ -82,17 +82,24 @@ def test_postgres_statement_failing_midway_changes_nothing(pg_url: str, tmp_path
                          else sa.text("SELECT 1"))
 
 
-def test_mysql_failed_load_is_put_back_from_the_safety_backup(mysql_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("strategy", "said"), [
+    ("swap", "into a shadow database (dropped; the database is unchanged)"),
+    ("in-place", "the database was put back from safety backup"),
+])
+def test_mysql_failed_load_leaves_the_database_as_it_was(mysql_url: str, tmp_path: Path, strategy: str,
+                                                         said: str) -> None:
+    """By swap the load went into a shadow, never the target; in place it is put back from the safety backup."""
     settings, backup = _backup_then_mutate(mysql_url, tmp_path)
     doctor(backup, lambda raw: raw + b"\nINSERT INTO no_such_table VALUES (1);\n")  # fails after every table loaded
     current = snapshot(mysql_url)
 
     with pytest.raises(RestoreError) as failed:
-        run_job("dbjobs.restore", settings, {"backup": backup.manifest.id, "confirmed": True})
+        run_job("dbjobs.restore", settings, {"backup": backup.manifest.id, "confirmed": True, "strategy": strategy})
 
     assert "no_such_table" in str(failed.value)
-    assert "the database was put back from safety backup" in str(failed.value)
+    assert said in str(failed.value)
     assert snapshot(mysql_url) == current
+    assert side_databases(mysql_url) == []
 
 
 def _corrupt_page(raw: bytes) -> bytes:

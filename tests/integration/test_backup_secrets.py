@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from dbjobs.jobs import run_job
 from tests.backup_support import build_sample, connect, error_line, run_cli, settings_for
-from tests.conftest import drop_pg_copies
+from tests.conftest import drop_copies
 
 PASSWORD = "s3cr3t-XYZ"
 
@@ -41,7 +41,7 @@ def password_url(pg_url: str) -> Iterator[str]:
     with login(pg_url, "postgres", [f"CREATE ROLE {{name}} LOGIN PASSWORD '{PASSWORD}' SUPERUSER"],
                ["DROP OWNED BY {name}", "DROP ROLE {name}"], PASSWORD) as url:
         yield url
-        drop_pg_copies(pg_url)  # a swap restore's pre-restore copy holds the role's tables: gone before the role
+        drop_copies("postgres", pg_url)  # a swap restore's pre-restore copy holds the role's tables: gone first
 
 
 def test_files_are_private_and_hold_no_password(password_url: str, tmp_path: Path) -> None:
