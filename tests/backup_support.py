@@ -169,6 +169,14 @@ def snapshot(url: str) -> dict[str, Any]:
     return {"tables": tables, "views": views}
 
 
+def copy_snapshot(url: str) -> dict[str, Any]:
+    """The snapshot of a pre-restore copy without the bookkeeping a MariaDB swap keeps in it (`__dbjobs_objects`:
+    the replaced database's views, routines, triggers and events, as definitions, for an undo)."""
+    snap = snapshot(url)
+    snap["tables"] = {t: v for t, v in snap["tables"].items() if not t.startswith("__dbjobs_")}
+    return snap
+
+
 def row_counts(url: str) -> dict[str, int]:
     """Rows per table, keyed like the manifest's row_counts (PostgreSQL names carry their schema)."""
     snap = snapshot(url)

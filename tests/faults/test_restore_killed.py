@@ -24,7 +24,7 @@ import pytest
 import sqlalchemy as sa
 
 from dbjobs.jobs import run_job
-from tests.backup_support import build_sample, connect, mutate, settings_for, side_databases, snapshot
+from tests.backup_support import build_sample, connect, copy_snapshot, mutate, settings_for, side_databases, snapshot
 from tests.celery_support import Proc, celery_env, cli_json, flushed_redis, run_cli, start_worker, wait_until
 from tests.conftest import MYSQL_ADMIN_URL
 
@@ -126,10 +126,6 @@ def _journal_live(case: Case) -> bool:
     return case.url.startswith("sqlite") and Path(case.url.removeprefix("sqlite:///") + "-journal").exists()
 
 
-def _tables(url: str) -> dict:
-    return {t: v for t, v in snapshot(url)["tables"].items() if not t.startswith("__dbjobs_")}
-
-
 def _pre_restore_url(case: Case, name: str) -> str:
     return str(sa.engine.make_url(case.url).set(database=name).render_as_string(hide_password=False))
 
@@ -187,7 +183,7 @@ def test_a_killed_restore_is_the_before_state_then_the_backup(point: str, reques
     if engine == "mysql":  # by swap: the old database itself is kept, no safety dump
         assert result["strategy"] == "swap" and safety == [] and result["safety_backup_id"] is None
         assert side_databases(case.url) == [result["pre_restore_copy"]]
-        assert _tables(_pre_restore_url(case, result["pre_restore_copy"])) == case.before["tables"]
+        assert copy_snapshot(_pre_restore_url(case, result["pre_restore_copy"]))["tables"] == case.before["tables"]
     else:
         assert [m["id"] for m in safety] == [result["safety_backup_id"]], "one safety backup per request"
         assert safety[0]["row_counts"] == {t: len(v["rows"]) for t, v in case.before["tables"].items()}

@@ -25,7 +25,7 @@ from dbjobs.manifest import parse_manifest
 from dbjobs.pipeline import write_atomic
 from dbjobs.settings import load_settings
 from dbjobs.storage import SupabaseStorage
-from tests.backup_support import backup_files, build_sample, connect, mutate, snapshot
+from tests.backup_support import backup_files, build_sample, connect, copy_snapshot, mutate, snapshot
 from tests.celery_support import Proc, celery_env, cli_json, flushed_redis, redis_values, run_cli, start_worker
 from tests.support.fake_supabase import FakeSupabase
 
@@ -113,8 +113,8 @@ def test_a_worker_without_the_identity_backs_up_but_cannot_restore(deployment: D
     restored = cli_json(d.restore_env, d.base, "restore", made["id"], "--yes", "--wait")
 
     assert snapshot(url) == before
-    if restored["strategy"] == "swap":  # PostgreSQL keeps the replaced database itself: no dump to encrypt
-        assert restored["safety_backup_id"] is None and snapshot(_copy_url(url, restored)) == changed
+    if restored["strategy"] == "swap":  # the replaced database itself is kept: no dump to encrypt
+        assert restored["safety_backup_id"] is None and copy_snapshot(_copy_url(url, restored)) == changed
     else:
         safety = _manifest(d, restored["safety_backup_id"])
         assert safety["encryption"]["recipients"] == made["encryption"]["recipients"]
