@@ -220,6 +220,7 @@ def render_verify(r: dict[str, Any]) -> str:
             detail = f"  ({c['detail']})" if c["detail"] else ""
             lines.append(f"{c['state'].upper() if c['state'] != 'ok' else 'ok':<8} {b['id']:<44} {c['where']}{detail}")
     lines += [f"skipped: {p}" for p in r["skipped"]]
+    lines += [f"UNREADABLE {u['where']}: {u['error']} (its copies were not checked)" for u in r.get("unreadable", [])]
     lines.append(f"{len(r['backups'])} backup(s) checked: {r['ok']} ok, {r['damaged']} damaged, "
                  f"{r['missing']} missing" if r["backups"] else "no backups to verify")
     return "\n".join(lines)

@@ -476,11 +476,12 @@ def verify(settings: Settings, progress: ProgressCallback, *, backup: str | None
     if not deep:
         if into:
             raise ConfigError("--into is for --deep drills; a plain verify restores nothing")
-        verified, skipped = checks.verify_backups(places, directory, ref=backup, database=database,
-                                                  progress=progress)
+        verified, skipped, unreadable = checks.verify_backups(places, directory, ref=backup, database=database,
+                                                              progress=progress)
         counts = {state: sum(v.state == state for v in verified) for state in checks.STATES}
         return {"deep": False, "backups": [v.to_dict() for v in verified], "skipped": skipped, **counts,
-                "ok_all": counts["damaged"] == counts["missing"] == 0}
+                "unreadable": [u.to_dict() for u in unreadable],
+                "ok_all": counts["damaged"] == counts["missing"] == 0 and not unreadable}
     target = _drill_into(settings, {"deep": True, "database": database, "backup": backup, "into": into,
                                     "backup_dir": backup_dir})
     found = find_backup(places, backup) if backup else checks.newest_full(places, database or "default")

@@ -27,7 +27,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
-from dbjobs.catalog import Backup, find_backup, from_manifest, list_backups
+from dbjobs.catalog import Backup, Unreadable, find_backup, from_manifest, list_scanned, scan_readable
 from dbjobs.dburl import DatabaseURL
 from dbjobs.engines.base import unavailable
 from dbjobs.engines.postgres import USER_TABLES
@@ -107,15 +107,19 @@ def check_copy(storage: Storage, manifest: Manifest, present: bool,
     return CopyCheck(storage.where, "ok", now)
 
 
-def _wanted(storages: Sequence[Storage], ref: str | None, database: str | None) -> list[tuple[Storage, str, bool]]:
-    """(storage, backup id, dump present) for every manifest asked about, orphans included (they are `missing`)."""
+Wanted = list[tuple[Storage, str, bool]]
+
+
+def _wanted(storages: Sequence[Storage], ref: str | None, database: str | None) -> tuple[Wanted, list[Unreadable]]:
+    """(storage, backup id, dump present) for every manifest asked about, orphans included (they are `missing`),
+    and the storages that could not be listed (their copies are not checked, which the report says)."""
     if ref is not None and not is_backup_id(ref):
         found = find_backup(storages, ref)  # a file path: only that copy, wherever the file is
         assert found.path is not None
-        return [(LocalStorage(found.path.parent), found.manifest.id, True)]
+        return [(LocalStorage(found.path.parent), found.manifest.id, True)], []
     wanted = []
-    for storage in storages:
-        scan = storage.scan()
+    scanned, unreadable = scan_readable(storages)
+    for storage, scan in scanned:
         for backup_id in sorted(scan.manifests):
             if ref is not None and backup_id != ref:
                 continue
@@ -123,20 +127,22 @@ def _wanted(storages: Sequence[Storage], ref: str | None, database: str | None) 
                 continue
             wanted.append((storage, backup_id, backup_id in scan.dumps))
     if ref is not None and not wanted:
-        raise BackupNotFoundError(f"no backup {ref!r} in {', '.join(s.where for s in storages)} (see `list-backups`)")
-    return wanted
+        raise BackupNotFoundError(f"no backup {ref!r} in {', '.join(s.where for s, _ in scanned)} (see `list-backups`)"
+                                  + "".join(f"; {u.where} could not be listed ({u.error})" for u in unreadable))
+    return wanted, unreadable
 
 
 def verify_backups(storages: Sequence[Storage], state_dir: Path, *, ref: str | None = None,
                    database: str | None = None,
-                   progress: ProgressCallback = no_progress) -> tuple[list[Verified], list[str]]:
+                   progress: ProgressCallback = no_progress) -> tuple[list[Verified], list[str], list[Unreadable]]:
     """Re-hash every copy of every backup (or of `ref`, or of `database`'s) and remember each outcome.
 
-    Returns the backups newest first with their copies, and the manifests that could not be read.
+    Returns the backups newest first with their copies, the manifests that could not be read, and the
+    storages that could not be listed (the others are still checked).
     """
     copies: dict[str, tuple[Manifest, list[CopyCheck]]] = {}
     skipped: list[str] = []
-    wanted = _wanted(storages, ref, database)
+    wanted, unreadable = _wanted(storages, ref, database)
     for storage, backup_id, present in wanted:
         try:
             manifest = from_manifest(storage, backup_id, storage.read_manifest(backup_id)).manifest
@@ -153,9 +159,9 @@ def verify_backups(storages: Sequence[Storage], state_dir: Path, *, ref: str | N
         remember(state_dir, v)
     if ref is None:  # one backup checked says nothing of the alias's others: only a full pass is its outcome
         _record_per_alias(state_dir, results)
-    if ref is None and database is None:
+    if ref is None and database is None and not unreadable:  # an unlisted store's backups are not gone
         _forget_deleted(state_dir, {backup_id for _, backup_id, _ in wanted})
-    return results, skipped
+    return results, skipped, unreadable
 
 
 def _forget_deleted(state_dir: Path, present: set[str]) -> None:
@@ -282,7 +288,7 @@ Fingerprint = Callable[[DatabaseURL], str]
 
 def newest_full(storages: Sequence[Storage], database: str) -> Backup:
     """The newest full backup of `database`: what a scheduled drill restores."""
-    backups, _ = list_backups(storages, database)
+    backups, _ = list_scanned(scan_readable(storages)[0], database)  # a store that is down does not stop a drill
     for b in backups:
         if b.manifest.kind == "full":
             return b
@@ -301,7 +307,7 @@ def drill(backup: Backup, storages: Sequence[Storage], into: DatabaseURL, state_
     start = time.monotonic()
     result = DrillResult(m.id, m.database, into.alias)
     try:
-        verified, _ = verify_backups(storages, state_dir, ref=m.id, progress=progress)
+        verified, _, _ = verify_backups(storages, state_dir, ref=m.id, progress=progress)
         result.problems += [f"copy in {c.where} is {c.state}: {c.detail}" for v in verified for c in v.copies
                             if c.state != "ok"]
         if result.ok:

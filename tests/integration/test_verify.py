@@ -100,6 +100,31 @@ def test_good_damaged_and_missing_backups_here_and_remote(host, tmp_path, monkey
         assert not (checks / f"{damaged}.json").exists() and (checks / f"{good}.json").exists()
 
 
+def test_verify_and_a_drill_while_the_store_is_down_check_what_they_can_and_say_what_they_could_not(
+        host, tmp_path, monkeypatch, capsys):
+    """A store that cannot be listed is reported (exit 1), never skipped in silence, and never stops the check
+    of the local copies, a drill from them, or forgets what an earlier pass found about the store's copies."""
+    with FakeSupabase(tmp_path / "supabase") as fake:
+        for name, value in (("SUPABASE_URL", fake.url), ("SUPABASE_KEY", fake.key), ("SUPABASE_BUCKET", "backups")):
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("SUPABASE_RETRY_SECONDS", "0.2")
+        monkeypatch.setenv("DBJOBS_DATABASES", f"scratch=sqlite:///{tmp_path / 'scratch.sqlite3'}")
+        assert cli.main(["backup", "--upload", "--json"]) == 0
+        both = json.loads(capsys.readouterr().out)["id"]
+        assert cli.main(["verify"]) == 0
+        capsys.readouterr()
+        with fake.storage_down():
+            assert cli.main(["verify"]) == 1
+            out = capsys.readouterr().out
+            assert cli.main(["verify", "--deep", "--into", "scratch", "--json"]) == 0
+            drill = json.loads(capsys.readouterr().out)
+    assert f"ok       {both:<44} {host}" in out
+    assert "UNREADABLE supabase:backups: " in out and "(its copies were not checked)" in out
+    assert out.splitlines()[-1] == "1 backup(s) checked: 1 ok, 0 damaged, 0 missing"
+    assert (drill["backup_id"], drill["ok"]) == (both, True)
+    assert json.loads((host / ".checksums" / f"{both}.json").read_text()).keys() == {str(host), "supabase:backups"}
+
+
 def test_verify_of_an_unknown_backup_is_one_line_and_json_under_json(host, capsys):
     assert cli.main(["verify", "default-20200101T000000Z-abcdef"]) == 1
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: no backup 'default-2020")
