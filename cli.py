@@ -550,8 +550,10 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
-def bounded(kind: type[int] | type[float], low: float, *, inclusive: bool = True) -> Callable[[str], Any]:
-    """An argparse type: a number of `kind` at least `low` (or, not inclusive, above it), with a clear message."""
+def bounded(kind: type[int] | type[float], low: float, *, inclusive: bool = True,
+            high: float | None = None) -> Callable[[str], Any]:
+    """An argparse type: a number of `kind` at least `low` (or, not inclusive, above it) and at most `high`,
+    with a clear message."""
     noun = "a whole number" if kind is int else "a number"
 
     def parse(text: str) -> int | float:
@@ -561,6 +563,8 @@ def bounded(kind: type[int] | type[float], low: float, *, inclusive: bool = True
             raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
         if not (value >= low if inclusive else value > low) or value == float("inf"):
             raise argparse.ArgumentTypeError(f"{text} must be {'at least' if inclusive else 'greater than'} {low:g}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{text} must be at most {high:g}")
         return value
 
     return parse
@@ -569,6 +573,7 @@ def bounded(kind: type[int] | type[float], low: float, *, inclusive: bool = True
 positive_int = bounded(int, 1)
 positive_float = bounded(float, 0, inclusive=False)  # fractions allowed, so tests can schedule in seconds
 non_negative_int = bounded(int, 0)
+port_number = bounded(int, 0, high=65535)
 
 
 def job_options(p: argparse.ArgumentParser) -> None:
@@ -740,7 +745,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "and outcome), and job failures. Read from the backup directory and Supabase Storage at "
                        "every scrape: run it where the backups are (a worker host).")
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--port", type=non_negative_int, metavar="P", help="serve /metrics on this port (0: any "
+    where.add_argument("--port", type=port_number, metavar="P", help="serve /metrics on this port (0: any "
                        "free port, printed)")
     where.add_argument("--textfile", metavar="FILE", help="write the metrics once to FILE (atomically) for "
                        "node-exporter's textfile collector, then exit")

@@ -54,6 +54,7 @@ BAD_INPUT = {
                                           "so it cannot ask; nothing was changed (pass --yes"),
     "zero --limit": (["list-backups", "--limit", "0"], {}, "--limit: 0 must be at least 1"),
     "non-numeric --limit": (["list-backups", "--limit", "ten"], {}, "--limit: 'ten' is not a whole number"),
+    "metrics port out of range": (["metrics", "--port", "99999"], {}, "--port: 99999 must be at most 65535"),
 }
 
 
