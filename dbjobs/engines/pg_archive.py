@@ -1,37 +1,27 @@
-"""Make a streamed `pg_dump -Fc` archive seekable for `pg_restore -j`, by filling in its data offsets.
+"""Read a streamed `pg_dump -Fc` archive as it passes: its table of contents, and where each data block starts.
 
 A custom-format archive written to a pipe cannot go back to record where each table's data
-starts, so its table of contents says "offset not set" for every data entry. `pg_restore -j`
-then has every worker scan the archive for its table (measured in bench/bench_restore.py: barely
-faster than one job). Writing to a file instead (or a directory archive, or `pg_dump -Ft`, which
-stages every table in a temporary file) would cost the backup its single streamed pass.
-
-So backups stay one pass (`pg_dump -Fc -Z0` -> zstd -> SHA-256), and the restore, while it
-decompresses the archive into a file anyway (`pg_restore -j` needs a file), finds each data
-block and writes its offset into the table of contents, as pg_dump does when it can seek. The
-blocks are written in table-of-contents order and each starts with a fixed header (block type,
-dump id) right after the previous block's end marker (a zero-length chunk), so each is found with
-one `bytes.find` of that exact header: no walk over the per-row chunks in Python. An entry not
-found (an archive laid out otherwise) keeps "not set", which `pg_restore` handles itself, only
-slower. The format is pg_dump's (src/bin/pg_dump/pg_backup_archiver.c, pg_backup_custom.c),
-archive versions 1.14 and 1.15 (pg_dump 12 to 16); other versions are restored unchanged. A
-wrong offset cannot go unnoticed: pg_restore checks the block header it seeks to against the
-entry's dump id and stops (the shadow is then dropped, the target untouched).
+starts, so its table of contents says "offset not set" for every data entry, and `pg_restore -j`
+would have every worker scan the archive for its table. The streamed load (pg_load.py) needs to
+know where each block starts anyway, to hand each table to a loader while the archive is still
+arriving: the blocks are written in table-of-contents order and each starts with a fixed header
+(block type, dump id) right after the previous block's end marker (a zero-length chunk), so each
+is found with one `bytes.find` of that exact header: no walk over the per-row chunks in Python.
+The format is pg_dump's (src/bin/pg_dump/pg_backup_archiver.c, pg_backup_custom.c), archive
+versions 1.14 and 1.15 (pg_dump 12 to 16); for other versions `parse_toc` says None and the
+archive is restored without this. A block that is not found is left to pg_restore, which scans for it.
 """
 
 from __future__ import annotations
 
-import itertools
-import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
 
 from dbjobs.errors import BackupInvalidError
 
 MAGIC = b"PGDMP"
 BLK_DATA, BLK_BLOBS = 1, 3
-OFFSET_NOT_SET, OFFSET_SET, OFFSET_NO_DATA = 1, 2, 3
+OFFSET_NOT_SET, OFFSET_SET, OFFSET_NO_DATA = 1, 2, 3  # K_OFFSET_POS_NOT_SET, K_OFFSET_POS_SET, K_OFFSET_NO_DATA
 END_MARKER = b"\x00" * 5  # WriteInt(0): the zero-length chunk that ends a data block
 
 
@@ -124,75 +114,63 @@ def block_header(kind: int, dump_id: int) -> bytes:
     return bytes([kind, 0]) + dump_id.to_bytes(4, "little")
 
 
-def write_seekable(chunks: Iterable[bytes], out: BinaryIO, name: str) -> int:
-    """Write the archive in `chunks` to `out` with every data offset filled in; return how many were filled.
-
-    Memory holds the table of contents and one chunk, never the data.
-    """
+def read_toc(chunks: Iterable[bytes], name: str) -> tuple[bytes, Toc | None, Iterator[bytes]]:
+    """Read `chunks` until the table of contents is complete: the bytes read, the TOC (None for a layout this
+    does not know) and the rest of the chunks."""
     it = iter(chunks)
     head = b""
-    toc: Toc | None = None
     while True:
         chunk = next(it, b"")
         head += bytes(chunk)
         if not head.startswith(MAGIC[: len(head)]):
             raise BackupInvalidError(f"{name}: not a pg_dump custom-format archive; nothing was changed")
         try:
-            toc = parse_toc(head)
-            break
+            return head, parse_toc(head), it
         except _Short:
             if not chunk:
                 raise BackupInvalidError(f"{name}: the archive ends inside its table of contents") from None
-    offsets = _copy_finding_blocks(head, it, out, toc)
-    if toc is not None:
-        for dump_id, flag_at, _ in toc.unset:
-            if dump_id in offsets:
-                out.seek(flag_at)
-                out.write(bytes([OFFSET_SET]) + struct.pack("<Q", offsets[dump_id]))
-        out.seek(0, 2)
-    return len(offsets)
 
 
-def _copy_finding_blocks(head: bytes, rest: Iterable[bytes], out: BinaryIO, toc: Toc | None) -> dict[int, int]:
-    """Copy everything to `out`, recording the file offset of each expected data block header, in order.
+class BlockFinder:
+    """Fed the archive chunk by chunk, records the file offset of each expected data block header, in order.
 
     Each block is searched as the previous block's end marker followed by the block type byte
     (a needle ending in a byte that is rare in COPY data, so the search skips fast), and the dump
     id after it is checked. A header split across two chunks is found in the seam between them.
     """
-    wanted = list(toc.unset) if toc else []
-    found: dict[int, int] = {}
-    i = 0
-    seam = len(END_MARKER) + 6 - 1  # bytes of the previous chunk a split header can start in
-    tail, pos = b"", 0  # the end of the previous chunk, and the file offset of the current chunk
 
-    def scan(data: bytes, data_at: int, start: int, limit: int) -> int:
-        """Record the wanted headers starting in data[start:limit]; return where the search stopped."""
-        nonlocal i
-        while i < len(wanted):
-            dump_id, _, kind = wanted[i]
+    SEAM = len(END_MARKER) + 6 - 1  # bytes of the previous chunk a split header can start in
+
+    def __init__(self, toc: Toc | None) -> None:
+        self.toc = toc
+        self.wanted = list(toc.unset) if toc else []
+        self.found: dict[int, int] = {}  # dump id -> offset of its block, in archive order
+        self._next = 0
+        self._tail, self._pos = b"", 0  # the end of the previous chunk, and the file offset of the next one
+
+    def _scan(self, data: bytes, data_at: int, start: int, limit: int) -> None:
+        """Record the wanted headers starting in data[start:limit]."""
+        while self._next < len(self.wanted):
+            dump_id, _, kind = self.wanted[self._next]
             needle, after = END_MARKER + bytes([kind]), block_header(kind, dump_id)[1:]
             at = data.find(needle, start, limit + len(needle) + len(after) - 1)
             if at < 0:
-                return max(start, limit)
+                return
             if data[at + len(needle):at + len(needle) + len(after)] == after:
-                found[dump_id] = data_at + at + len(END_MARKER)
-                i += 1
+                self.found[dump_id] = data_at + at + len(END_MARKER)
+                self._next += 1
             start = at + 1
-        return limit
 
-    for n, chunk in enumerate(itertools.chain([head], rest)):
-        out.write(chunk)
+    def feed(self, chunk: bytes) -> None:
+        """The next chunk of the archive."""
         start = 0
-        if n == 0 and toc is not None and wanted:  # the first block follows the table of contents directly
-            dump_id, _, kind = wanted[0]
-            if chunk[toc.end:toc.end + 6] == block_header(kind, dump_id):
-                found[dump_id] = toc.end
-                i, start = 1, toc.end + 6
-        if tail and i < len(wanted):
-            joined = tail + chunk[:seam + 6]
-            scan(joined, pos - len(tail), 0, len(tail))
-        scan(chunk, pos, start, len(chunk))
-        tail = chunk[-seam:] if len(chunk) >= seam else (tail + chunk)[-seam:]
-        pos += len(chunk)
-    return found
+        if self._pos == 0 and self.toc is not None and self.wanted:  # the first block follows the TOC directly
+            dump_id, _, kind = self.wanted[0]
+            if chunk[self.toc.end:self.toc.end + 6] == block_header(kind, dump_id):
+                self.found[dump_id] = self.toc.end
+                self._next, start = 1, self.toc.end + 6
+        if self._tail and self._next < len(self.wanted):
+            self._scan(self._tail + chunk[:self.SEAM + 6], self._pos - len(self._tail), 0, len(self._tail))
+        self._scan(chunk, self._pos, start, len(chunk))
+        self._tail = chunk[-self.SEAM:] if len(chunk) >= self.SEAM else (self._tail + chunk)[-self.SEAM:]
+        self._pos += len(chunk)

@@ -3,8 +3,8 @@
 The dump runs on a snapshot exported by our own connection, so the row counts recorded in
 the manifest are exactly the rows in the dump even while the application keeps writing.
 
-A swap restore loads a shadow database with `pg_restore -j` from the archive made seekable
-(pg_archive.py: the data offsets a streamed dump cannot record) and swaps it in by renaming. The
+A swap restore loads a shadow database with parallel `pg_restore` sessions while the archive is
+still decompressing (pg_load.py) and swaps it in by renaming (pg_swap.py). The
 in-place restore, for where a swap cannot work, drops every user schema and loads the dump in
 one transaction: it either commits the backup's exact state or rolls back to the database as it was.
 """
@@ -29,7 +29,7 @@ from dbjobs.engines.base import (
     run_restore,
     tool_version,
 )
-from dbjobs.engines.pg_archive import write_seekable
+from dbjobs.engines.pg_load import StreamingLoad
 from dbjobs.engines.pg_swap import PostgresSwapSite, clear_directory, count_rows, restore_env, swap_blocker
 from dbjobs.errors import ToolMissingError
 
@@ -145,17 +145,14 @@ class PostgresConnector(ServerConnector):
         return PostgresSwapSite(self.db, lambda shadow: self._load_shadow(shadow, load), load.check)
 
     def _load_shadow(self, shadow: DatabaseURL, load: ShadowLoad) -> None:
-        """`pg_restore -j` into the (new, empty) shadow from the archive, decompressed into a file with its
-        data offsets filled in (`pg_restore -j` needs a seekable file)."""
+        """Load the (new, empty) shadow with `load.jobs` pg_restore sessions while the archive is still being
+        decompressed into the work directory (pg_load.py)."""
         ownership = [] if load.same_database else ["--no-owner", "--no-privileges"]
         env = {**PostgresConnector(shadow)._env(), **restore_env()}
         directory = clear_directory(load.work_dir)
-        archive = directory / "archive.dump"
         try:
-            with open(archive, "w+b") as out:
-                write_seekable(load.chunks(), out, load.name)
-            run_restore([["pg_restore", "--no-password", "--exit-on-error", *ownership, "-j", str(load.jobs),
-                          "-d", shadow.database, str(archive)]], env, (),
-                        f"pg_restore of {load.name} into a shadow database (dropped; the database is unchanged)")
+            StreamingLoad(directory, env, [*ownership, "-d", shadow.database], load.jobs,
+                          f"pg_restore of {load.name} into a shadow database (dropped; the database is unchanged)",
+                          ).run(load.chunks(), load.name)
         finally:
             shutil.rmtree(directory, ignore_errors=True)

@@ -1,0 +1,250 @@
+"""Load a streamed `pg_dump -Fc` archive into the shadow database while it is still being decompressed.
+
+`pg_restore -j` needs the whole archive in a seekable file before it starts, so a restore used to
+decompress the backup first (seconds for a GB) and only then load. Here the load starts as soon
+as the table of contents has arrived, in three steps that restore every entry exactly once:
+
+1. **pre-data** (`pg_restore -l --section=pre-data`: tables, types, functions ...), fed only the
+   table of contents through a pipe: these entries read no data.
+2. **data**: each table's data block, found in the stream as it passes (pg_archive.BlockFinder),
+   is loaded by a `pg_restore -L <its entries>` fed the table of contents and then the block's
+   bytes, `jobs` of them at once. pg_restore reads a pipe sequentially and meets each listed block
+   right where it expects it. A block is loaded while it is still arriving: its bytes are
+   followed in the archive file as the decompression writes them (`GrowingFile`). Small blocks in
+   a row are loaded by one pg_restore (`GROUP_BYTES`), so a thousand tiny tables cost a few
+   processes, not a thousand; a big block starts on its own as soon as it proves big.
+3. **the rest** (indexes, constraints, triggers, sequence values, ACLs, comments: everything not
+   in 1 or 2) by one `pg_restore -j jobs -L <the rest>` from the complete file. These entries
+   read no data, so the file needs no data offsets.
+
+Every step runs with `--exit-on-error` and must exit 0; the first failure stops the loaders still
+waiting for bytes and fails the restore (the shadow is dropped, the target untouched). A data
+block the finder did not meet (an archive laid out otherwise) is left to step 3, where pg_restore
+scans the file for it. A block start found wrongly (bytes of a large object that look like a
+header) cannot pass unnoticed: pg_restore checks each block's header and reads each chunk's
+length, so a block cut short or entered in its middle fails the load.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dbjobs.engines.base import CHUNK, run_restore
+from dbjobs.engines.pg_archive import BlockFinder, Toc, read_toc
+from dbjobs.errors import RestoreError
+
+# Small tables in a row share one pg_restore until they hold this much data (a process and a connection cost
+# ~30 ms); a table bigger than this starts on its own once this much of it has arrived.
+GROUP_BYTES = 32 << 20
+
+
+class Stopped(RestoreError):
+    """Another step failed: this one was stopped (its own error is not the one to report)."""
+
+
+class GrowingFile:
+    """The archive file as the decompression writes it; readers wait for bytes not yet written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        self.size = 0
+        self.complete = False
+        self.stopped = False
+        self._changed = threading.Condition()
+
+    def append(self, chunk: bytes | memoryview) -> None:
+        """Write the next chunk at the end and wake the readers."""
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(self.fd, view):]
+        with self._changed:
+            self.size += len(chunk)
+            self._changed.notify_all()
+
+    def finish(self, *, stopped: bool = False) -> None:
+        """No more bytes will come (`stopped`: because the restore failed; readers stop too)."""
+        with self._changed:
+            self.complete, self.stopped = True, stopped
+            self._changed.notify_all()
+
+    def read(self, start: int, end: Callable[[], int | None]) -> Iterator[bytes]:
+        """The bytes from `start` up to `end()` (the end of the file while None), waiting for them as they come.
+
+        A reader may get a few bytes past `end()` (written before that end was known): pg_restore stops
+        reading after its last listed block, so they are never used.
+        """
+        pos = start
+        while True:
+            with self._changed:
+                while True:
+                    if self.stopped:
+                        raise Stopped("stopped: another step of the load failed")
+                    stop = end()
+                    limit = self.size if stop is None else min(stop, self.size)
+                    if pos < limit:
+                        break
+                    if (stop is not None and pos >= stop) or self.complete:
+                        return
+                    self._changed.wait()
+            while pos < limit:
+                data = os.pread(self.fd, min(CHUNK, limit - pos), pos)
+                pos += len(data)
+                yield data
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+@dataclass
+class _Blocks:
+    """The data blocks met so far, in archive order, and which of them are handed to a loader."""
+
+    order: list[int] = field(default_factory=list)  # dump ids
+    start: dict[int, int] = field(default_factory=dict)
+    handed: int = 0  # order[:handed] belong to a submitted group
+
+    def end(self, i: int) -> int | None:
+        """Where block `order[i]` ends: where the next one starts (None: not known yet)."""
+        return self.start[self.order[i + 1]] if i + 1 < len(self.order) else None
+
+
+def _listing(toc_bytes: bytes, env: dict[str, str], *options: str) -> list[str]:
+    """`pg_restore -l` of the table of contents: one line per entry, `<dump id>; ...`."""
+    out = subprocess.run(["pg_restore", "-l", *options], input=toc_bytes, capture_output=True, env=env, check=False)
+    if out.returncode != 0:
+        raise RestoreError(f"pg_restore could not list the archive: {out.stderr.decode(errors='replace').strip()}")
+    return [line for line in out.stdout.decode().splitlines() if line and not line.startswith(";")]
+
+
+def _entry_id(line: str) -> int:
+    return int(line.split(";", 1)[0])
+
+
+def _list_file(directory: Path, name: str, lines: Iterable[str]) -> Path:
+    path = directory / name
+    path.write_text("".join(f"{line}\n" for line in lines))
+    return path
+
+
+class StreamingLoad:
+    """One streamed load into one shadow database (see the module docstring)."""
+
+    def __init__(self, directory: Path, env: dict[str, str], restore_args: Sequence[str], jobs: int,
+                 what: str) -> None:
+        self.directory = directory
+        self.env = {**os.environ, **env}
+        self.args = list(restore_args)  # connection and ownership options, shared by every pg_restore
+        self.jobs = max(1, jobs)
+        self.what = what
+        self.path = directory / "archive.dump"
+        self.lines: dict[int, str] = {}  # dump id -> its `pg_restore -l` line
+        self.blocks = _Blocks()
+        self._lock = threading.Lock()  # guards `blocks` between the decompressing thread and the loaders
+
+    def _pg_restore(self, list_file: Path | None, stream: Iterable[bytes] | None, *extra: str) -> None:
+        """One pg_restore into the shadow: of the entries in `list_file` (all: None), from `stream` or the file."""
+        listed = ["-L", str(list_file)] if list_file else []
+        source = [] if stream is not None else [str(self.path)]
+        run_restore([["pg_restore", "--no-password", "--exit-on-error", *self.args, *extra, *listed, *source]],
+                    self.env, stream or (), self.what)
+
+    def run(self, chunks: Iterable[bytes], name: str) -> None:
+        """Write the archive in `chunks` to the work directory and load it, both at once."""
+        head, toc, rest = read_toc(chunks, name)
+        if toc is None:  # a layout the parser does not know: the whole file first, then pg_restore -j
+            with open(self.path, "wb") as out:
+                for chunk in _chain(head, rest):
+                    out.write(chunk)
+            self._pg_restore(None, None, "-j", str(self.jobs))
+            return
+        archive = GrowingFile(self.path)
+        try:
+            self._streamed(archive, head, toc, rest)
+        finally:
+            archive.finish(stopped=True)  # a loader still waiting for bytes stops (a no-op after success)
+            archive.close()
+
+    def _streamed(self, archive: GrowingFile, head: bytes, toc: Toc, rest: Iterator[bytes]) -> None:
+        toc_bytes = head[:toc.end]
+        every = _listing(toc_bytes, self.env)
+        self.lines = {_entry_id(line): line for line in every}
+        pre = _listing(toc_bytes, self.env, "--section=pre-data")
+        finder = BlockFinder(toc)
+        steps: list[Future[None]] = []
+        with ThreadPoolExecutor(1, thread_name_prefix="dbjobs-pre-data") as first, \
+                ThreadPoolExecutor(self.jobs, thread_name_prefix="dbjobs-load") as pool:
+            pre_data = first.submit(self._pg_restore, _list_file(self.directory, "pre-data.list", pre), [toc_bytes])
+            steps.append(pre_data)
+
+            def hand_over(last: int) -> None:
+                """Give blocks order[handed..last] to a loader of their own."""
+                first, self.blocks.handed = self.blocks.handed, last + 1
+                steps.append(pool.submit(self._group, archive, first, last, toc_bytes, pre_data))
+
+            try:
+                for chunk in _chain(head, rest):
+                    seen = len(finder.found)
+                    archive.append(chunk)
+                    finder.feed(chunk)
+                    with self._lock:
+                        if len(finder.found) > seen:
+                            for dump_id, offset in list(finder.found.items())[seen:]:
+                                self.blocks.order.append(dump_id)
+                                self.blocks.start[dump_id] = offset
+                        self._schedule(hand_over, archive.size)
+                    for step in steps:
+                        if step.done() and step.exception() is not None:
+                            raise step.exception()  # type: ignore[misc]
+                archive.finish()
+                with self._lock:
+                    if self.blocks.handed < len(self.blocks.order):
+                        hand_over(len(self.blocks.order) - 1)
+                for step in as_completed(steps):
+                    step.result()
+            except BaseException:
+                archive.finish(stopped=True)
+                raise
+        done = {*pre, *(self.lines[i] for i in self.blocks.order if i in self.lines)}
+        remaining = [line for line in every if line not in done]
+        if remaining:
+            self._pg_restore(_list_file(self.directory, "rest.list", remaining), None, "-j", str(self.jobs))
+
+    def _schedule(self, hand_over: Callable[[int], None], written: int) -> None:
+        """Hand over the blocks met so far once they make a group: the complete ones once they are worth
+        `GROUP_BYTES`; the newest, still arriving, with the complete ones before it once it alone has grown past it."""
+        b = self.blocks
+        newest = len(b.order) - 1
+        if newest > b.handed and b.start[b.order[newest]] - b.start[b.order[b.handed]] >= GROUP_BYTES:
+            hand_over(newest - 1)
+        if b.handed <= newest and written - b.start[b.order[newest]] >= GROUP_BYTES:
+            hand_over(newest)
+
+    def _group(self, archive: GrowingFile, first: int, last: int, toc_bytes: bytes, pre_data: Future[None]) -> None:
+        """Load blocks order[first..last] through a pipe: the table of contents, then their bytes as they arrive."""
+        pre_data.result()
+        with self._lock:
+            ids = self.blocks.order[first:last + 1]
+            start = self.blocks.start[ids[0]]
+
+        def end() -> int | None:
+            with self._lock:
+                return self.blocks.end(last)
+
+        def stream() -> Iterator[bytes]:
+            yield toc_bytes
+            yield from archive.read(start, end)
+
+        listed = _list_file(self.directory, f"data-{first}.list", (self.lines[i] for i in ids if i in self.lines))
+        self._pg_restore(listed, stream())
+
+
+def _chain(head: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield head
+    yield from rest
