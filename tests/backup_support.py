@@ -177,6 +177,24 @@ def copy_snapshot(url: str) -> dict[str, Any]:
     return snap
 
 
+def mysql_objects(url: str) -> dict[str, list[tuple]]:
+    """A MariaDB database's views, routines, triggers and events as information_schema shows them (view
+    definitions without the database's name), for comparing what a restore brought back."""
+    name = db(url).database
+    queries = {
+        "views": "SELECT TABLE_NAME, REPLACE(VIEW_DEFINITION, CONCAT('`', :s, '`.'), '') FROM information_schema.VIEWS "
+                 "WHERE TABLE_SCHEMA = :s",
+        "routines": "SELECT ROUTINE_TYPE, ROUTINE_NAME, ROUTINE_DEFINITION FROM information_schema.ROUTINES "
+                    "WHERE ROUTINE_SCHEMA = :s",
+        "triggers": "SELECT TRIGGER_NAME, EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION, ACTION_STATEMENT "
+                    "FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = :s",
+        "events": "SELECT EVENT_NAME, EVENT_DEFINITION, STATUS FROM information_schema.EVENTS WHERE EVENT_SCHEMA = :s",
+    }
+    with connect(url) as conn:
+        return {kind: sorted(tuple(r) for r in conn.execute(sa.text(sql), {"s": name}))
+                for kind, sql in queries.items()}
+
+
 def row_counts(url: str) -> dict[str, int]:
     """Rows per table, keyed like the manifest's row_counts (PostgreSQL names carry their schema)."""
     snap = snapshot(url)

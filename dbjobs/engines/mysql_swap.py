@@ -6,8 +6,10 @@ every table of the shadow into the target in ONE `RENAME TABLE`; it happens enti
 all. What belongs to a database rather than its tables is carried around that step: triggers
 (the server refuses to move a table with triggers to another database) are dropped just before
 and recreated after; views, routines and events of the incoming side replace the target's after.
-Their definitions travel as tables (`__dbjobs_objects`), so the pre-restore copy keeps the old
-ones for an undo. Markers are database comments (MariaDB 10.5+).
+The target's old views, routines and triggers are recreated in the pre-restore copy, so it is a
+database one can query as it was; its events are not (a copy must not run them). Every object's
+definition also travels as a table (`__dbjobs_objects`), which is what an undo recreates from.
+Markers are database comments (MariaDB 10.5+).
 
 The RENAME also carries two bookkeeping tables that make a kill at any point recognisable: the
 old objects into the copy, and a receipt (the copy's name and marker) into the incoming side. A
@@ -250,9 +252,15 @@ class MySQLSwapSite(SwapSite):
             return time.perf_counter() - start
 
     def _finish(self, s: Session, target: str, incoming: str, outgoing: str) -> None:
-        """After the RENAME: the incoming side's objects replace the target's old ones; the emptied side goes."""
-        drop_objects(s, target, stored(s, outgoing, OBJECTS) or [])
+        """After the RENAME: the incoming side's objects replace the target's old ones, which are recreated in the
+        copy (events excepted: a copy must not run them; they stay definitions for an undo); the emptied side goes.
+
+        Each step may be repeated: a run killed here is finished by the next `found`.
+        """
+        old = stored(s, outgoing, OBJECTS) or []
+        drop_objects(s, target, old)
         create_objects(s, target, stored(s, incoming, OBJECTS) or [])
+        create_objects(s, outgoing, [i for i in old if i["kind"] != "EVENT"])
         s.run(f"DROP DATABASE IF EXISTS {q(incoming)}")
 
     def _revert(self, s: Session, target: str, incoming: str, outgoing: str) -> None:

@@ -24,7 +24,16 @@ import pytest
 import sqlalchemy as sa
 
 from dbjobs.jobs import run_job
-from tests.backup_support import build_sample, connect, copy_snapshot, mutate, settings_for, side_databases, snapshot
+from tests.backup_support import (
+    build_sample,
+    connect,
+    copy_snapshot,
+    mutate,
+    mysql_objects,
+    settings_for,
+    side_databases,
+    snapshot,
+)
 from tests.celery_support import Proc, celery_env, cli_json, flushed_redis, run_cli, start_worker, wait_until
 from tests.conftest import MYSQL_ADMIN_URL
 
@@ -67,26 +76,49 @@ class Case:
     backup_id: str
     before: dict
     restored: dict
+    before_objects: dict  # MariaDB: views, routines, triggers, events (`mysql_objects`); empty for SQLite
+    restored_objects: dict
 
     @property
     def backups(self) -> Path:
         return self.base / "backups"
 
 
+# MariaDB objects the swap carries around its RENAME: a trigger (dropped just before it) and a function, which
+# the after-the-RENAME kill point holds in use so that replacing the target's objects waits.
+MYSQL_OBJECTS = [
+    "CREATE TABLE audit (id INT AUTO_INCREMENT PRIMARY KEY, order_id BIGINT NOT NULL)",
+    "CREATE TRIGGER orders_gone AFTER DELETE ON orders FOR EACH ROW INSERT INTO audit (order_id) VALUES (OLD.id)",
+    "CREATE FUNCTION one() RETURNS INT DETERMINISTIC RETURN 1",
+]
+MYSQL_CHANGES = ["CREATE OR REPLACE FUNCTION one() RETURNS INT DETERMINISTIC RETURN 2",
+                 "CREATE VIEW big AS SELECT id FROM orders WHERE total > 100"]
+
+
+def _objects(url: str) -> dict:
+    return mysql_objects(url) if url.startswith("mysql") else {}
+
+
 def _prepare(url: str, base: Path, alias: str, rows: int) -> Case:
     build_sample(url)
+    mysql = url.startswith("mysql")
     with connect(url) as conn:  # enough data that each step takes a moment to catch
         conn.execute(sa.text("CREATE TABLE bulk (id INTEGER PRIMARY KEY, pad VARCHAR(400))"))
         for start in range(0, rows, 20_000):
             conn.execute(sa.text("INSERT INTO bulk VALUES (:i, :p)"),
                          [{"i": i, "p": f"{i:08d}" * 40} for i in range(start, min(rows, start + 20_000))])
+        for statement in MYSQL_OBJECTS if mysql else []:
+            conn.execute(sa.text(statement))
     env = celery_env(base, flushed_redis(REDIS_DB), DBJOBS_DATABASES=json.dumps({alias: url}),
                      DBJOBS_VISIBILITY_TIMEOUT="4", DBJOBS_LOCK_TTL="2", TMPDIR=str(base / "tmp"))
     (base / "tmp").mkdir()
     backup = run_job("dbjobs.backup", settings_for(base / "backups", **{alias: url}), {"database": alias})
-    restored = snapshot(url)
-    mutate(url)
-    return Case(url, env, base, backup["id"], snapshot(url), restored)
+    restored, restored_objects = snapshot(url), _objects(url)
+    mutate(url)  # its DELETE fires the trigger too
+    with connect(url) as conn:
+        for statement in MYSQL_CHANGES if mysql else []:
+            conn.execute(sa.text(statement))
+    return Case(url, env, base, backup["id"], snapshot(url), restored, _objects(url), restored_objects)
 
 
 def _no_secret_left(case: Case) -> None:
@@ -116,10 +148,13 @@ def _shadow_loading(case: Case) -> bool:
             {"s": f"{name}__shadow"}).scalar())
 
 
-def _renaming(case: Case) -> bool:
-    with connect(case.url) as conn:
-        return bool(conn.execute(sa.text(
-            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'RENAME TABLE%'")).scalar())
+def _running(statement: str) -> Callable[[Case], bool]:
+    """Whether a session runs (or waits in) a statement starting with `statement`."""
+    def reached(case: Case) -> bool:
+        with connect(case.url) as conn:
+            return bool(conn.execute(sa.text("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE :p"),
+                                     {"p": statement + "%"}).scalar())
+    return reached
 
 
 def _journal_live(case: Case) -> bool:
@@ -133,8 +168,9 @@ def _pre_restore_url(case: Case, name: str) -> str:
 POINTS: dict[str, tuple[str, Callable[[Case], bool]]] = {
     # kill point: (engine, the condition that says the restore reached it)
     "mid-load (shadow)": ("mysql", _shadow_loading),
-    "mid-swap (RENAME waiting)": ("mysql", _renaming),
-    "during compensation (recovery)": ("mysql", _renaming),
+    "mid-swap (RENAME waiting, triggers dropped)": ("mysql", _running("RENAME TABLE")),
+    "after the RENAME (objects being replaced)": ("mysql", _running("DROP FUNCTION")),
+    "during compensation (recovery)": ("mysql", _running("RENAME TABLE")),
     "sqlite before the copy (staging)": ("sqlite", _stage_file),
     "sqlite mid-copy (journal hot)": ("sqlite", _journal_live),
 }
@@ -149,7 +185,7 @@ def test_a_killed_restore_is_the_before_state_then_the_backup(point: str, reques
         case = _prepare(url, tmp_path, "app", rows=150_000)
     else:
         case = _prepare(f"sqlite:///{tmp_path / 'live.sqlite3'}", tmp_path, "app", rows=400_000)
-    blocker = _hold_a_table(case) if "RENAME" in point or "compensation" in point else None
+    blocker = _Blocker(case.url, BLOCKS[point]) if point in BLOCKS else None
     first = start_worker(case.env, tmp_path, "first")
     workers: list[Proc] = [first]
     try:
@@ -183,22 +219,28 @@ def test_a_killed_restore_is_the_before_state_then_the_backup(point: str, reques
     if engine == "mysql":  # by swap: the old database itself is kept, no safety dump
         assert result["strategy"] == "swap" and safety == [] and result["safety_backup_id"] is None
         assert side_databases(case.url) == [result["pre_restore_copy"]]
-        assert copy_snapshot(_pre_restore_url(case, result["pre_restore_copy"]))["tables"] == case.before["tables"]
+        copy = _pre_restore_url(case, result["pre_restore_copy"])
+        assert copy_snapshot(copy) == case.before, f"{point}: the pre-restore copy is not the before state"
+        assert mysql_objects(case.url) == case.restored_objects, f"{point}: the backup's objects are not back"
+        assert mysql_objects(copy) == case.before_objects, f"{point}: the copy's objects are not the before state"
     else:
         assert [m["id"] for m in safety] == [result["safety_backup_id"]], "one safety backup per request"
         assert safety[0]["row_counts"] == {t: len(v["rows"]) for t, v in case.before["tables"].items()}
     _no_secret_left(case)
-    TIMES.append((point, engine, "before state while killed; backup row for row after; pre-restore kept",
-                  recovery))
+    while_killed = "a statement of the killed run waits on the target, " if blocker else "before state while killed; "
+    kept = "pre-restore copy = before state (objects too)" if engine == "mysql" else "one safety backup = before state"
+    TIMES.append((point, engine, f"{while_killed}backup row for row after; {kept}; no secret file", recovery))
 
 
 class _Blocker:
-    """A transaction that has read a table of the target: RENAME TABLE waits for it (metadata lock)."""
+    """An open transaction that has used an object of the target: what needs that object's metadata lock
+    exclusively (RENAME TABLE for a table, DROP FUNCTION for a function) waits until it ends."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, using: str) -> None:
         self.engine = sa.create_engine("mysql+pymysql://" + url.split("://", 1)[1])
         self.conn = self.engine.connect()
-        self.conn.execute(sa.text("SELECT COUNT(*) FROM customers")).scalar()
+        self.conn.execute(sa.text("START TRANSACTION"))  # explicit: with autocommit off alone, a statement that reads
+        self.conn.execute(sa.text(using)).scalar()  # no table releases a routine's lock at once
 
     def close(self) -> None:
         if self.conn is not None:
@@ -208,8 +250,11 @@ class _Blocker:
             self.conn = None
 
 
-def _hold_a_table(case: Case) -> _Blocker:
-    return _Blocker(case.url)
+BLOCKS = {  # kill point: what the blocking transaction uses (the trigger is on orders, so it is dropped first)
+    "mid-swap (RENAME waiting, triggers dropped)": "SELECT COUNT(*) FROM customers",
+    "after the RENAME (objects being replaced)": "SELECT one()",
+    "during compensation (recovery)": "SELECT COUNT(*) FROM customers",
+}
 
 
 def test_zz_recovery_times() -> None:

@@ -1,0 +1,103 @@
+"""MariaDB's swap restore carries what belongs to a database rather than its tables: views (one built on
+another), functions, procedures, triggers and events. The restore brings back the backup's, an undo the
+replaced database's, and each trigger fires again where it belongs. The objects are read from
+information_schema (`mysql_objects`), not through the code under test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
+
+from dbjobs.jobs import run_job
+from tests.backup_support import (
+    build_sample,
+    connect,
+    copy_snapshot,
+    db,
+    mutate,
+    mysql_objects,
+    settings_for,
+    side_databases,
+    snapshot,
+)
+
+pytestmark = pytest.mark.mysql
+
+OBJECTS = [
+    "CREATE TABLE audit (id INT AUTO_INCREMENT PRIMARY KEY, customer_id INT NOT NULL, what VARCHAR(20))",
+    """CREATE TRIGGER customers_audit AFTER UPDATE ON customers FOR EACH ROW
+       INSERT INTO audit (customer_id, what) VALUES (NEW.id, 'updated')""",
+    "CREATE FUNCTION cents(x DECIMAL(12,2)) RETURNS BIGINT DETERMINISTIC RETURN x * 100",
+    "CREATE PROCEDURE touch(IN who INT) UPDATE customers SET balance = balance WHERE id = who",
+    "CREATE VIEW big_orders AS SELECT id, customer_id, cents(total) AS cents FROM orders WHERE total > 100",
+    "CREATE VIEW big_order_count AS SELECT COUNT(*) AS n FROM big_orders",
+    "CREATE EVENT purge_audit ON SCHEDULE EVERY 1 DAY STARTS '2037-01-01 00:00:00' DISABLE DO DELETE FROM audit",
+]
+CHANGES = [
+    "DROP TRIGGER customers_audit",
+    """CREATE TRIGGER orders_audit BEFORE INSERT ON orders FOR EACH ROW
+       INSERT INTO audit (customer_id, what) VALUES (NEW.customer_id, 'ordered')""",
+    "DROP VIEW big_order_count",
+    "CREATE OR REPLACE FUNCTION cents(x DECIMAL(12,2)) RETURNS BIGINT DETERMINISTIC RETURN x * 1000",
+    "DROP EVENT purge_audit",
+    "CREATE PROCEDURE extra() SELECT 1",
+]
+
+
+def _run(url: str, *statements: str) -> None:
+    with connect(url) as conn:
+        for statement in statements:
+            conn.execute(sa.text(statement))
+
+
+def _audited(url: str) -> list[str]:
+    """What the triggers record for one update of a customer and one new order (rolled back: nothing stays)."""
+    engine = db(url).create_engine(poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            first = conn.execute(sa.text("SELECT COALESCE(MAX(id), 0) FROM audit")).scalar()
+            conn.execute(sa.text("UPDATE customers SET name = CONCAT(name, '!') WHERE id = 1"))
+            conn.execute(sa.text("INSERT INTO orders (id, customer_id, total, placed_at) VALUES (99999, 1, 1, NOW())"))
+            seen = sorted(r[0] for r in conn.execute(sa.text("SELECT what FROM audit WHERE id > :f"), {"f": first}))
+            conn.rollback()
+    finally:
+        engine.dispose()
+    return seen
+
+
+def test_restore_and_undo_carry_views_routines_triggers_and_events(mysql_url: str, tmp_path: Path) -> None:
+    build_sample(mysql_url)
+    _run(mysql_url, *OBJECTS)
+    settings = settings_for(tmp_path / "backups", main=mysql_url)
+    backup = run_job("dbjobs.backup", settings, {"database": "main"})
+    before, before_objects = snapshot(mysql_url), mysql_objects(mysql_url)
+    assert [len(v) for v in before_objects.values()] == [3, 2, 1, 1]
+    mutate(mysql_url)
+    _run(mysql_url, *CHANGES)
+    changed, changed_objects = snapshot(mysql_url), mysql_objects(mysql_url)
+    assert changed_objects != before_objects and _audited(mysql_url) == ["ordered"]
+
+    restored = run_job("dbjobs.restore", settings, {"backup": backup["id"], "confirmed": True})
+
+    assert restored["strategy"] == "swap"
+    assert snapshot(mysql_url) == before and mysql_objects(mysql_url) == before_objects
+    assert _audited(mysql_url) == ["updated"]  # the backup's trigger fires, the replaced one is gone
+    copy = mysql_url.rsplit("/", 1)[0] + "/" + restored["pre_restore_copy"]
+    assert side_databases(mysql_url) == [restored["pre_restore_copy"]]
+    assert copy_snapshot(copy) == changed  # the replaced database as it was, views included
+    assert mysql_objects(copy) == {**changed_objects, "events": []}  # events are kept as definitions only: never run
+
+    undone = run_job("dbjobs.restore", settings, {"database": "main", "undo": True, "confirmed": True})
+
+    assert snapshot(mysql_url) == changed and mysql_objects(mysql_url) == changed_objects
+    assert _audited(mysql_url) == ["ordered"]
+    assert side_databases(mysql_url) == [undone["pre_restore_copy"]]  # the copy went back in; the restored one is out
+    back = mysql_url.rsplit("/", 1)[0] + "/" + undone["pre_restore_copy"]
+    assert copy_snapshot(back) == before and mysql_objects(back) == {**before_objects, "events": []}
+    run_job("dbjobs.restore", settings, {"database": "main", "undo": True, "confirmed": True})  # undo the undo
+    assert snapshot(mysql_url) == before and mysql_objects(mysql_url) == before_objects
+    assert _audited(mysql_url) == ["updated"]
