@@ -36,6 +36,7 @@ from tests.backup_support import (
 )
 from tests.celery_support import Proc, celery_env, cli_json, flushed_redis, run_cli, start_worker, wait_until
 from tests.conftest import MYSQL_ADMIN_URL
+from tests.redis_server import OwnedRedis
 
 pytestmark = pytest.mark.redis
 REDIS_DB = 5
@@ -257,12 +258,6 @@ BLOCKS = {  # kill point: what the blocking transaction uses (the trigger is on 
 }
 
 
-def test_zz_recovery_times() -> None:
-    """Print the table of faults and times to recovery (for the closing note); asserts nothing new."""
-    for row in TIMES:
-        print(f"| {row[0]} | {row[1]} | {row[2]} | {row[3]:.1f} s |")
-
-
 def test_cleanup_during_a_restore_skips_the_backup_being_read(tmp_path: Path) -> None:
     """A cleanup that would delete every backup runs while a worker restores one: that one is kept and restored."""
     case = _prepare(f"sqlite:///{tmp_path / 'live.sqlite3'}", tmp_path, "app", rows=400_000)
@@ -285,3 +280,39 @@ def test_cleanup_during_a_restore_skips_the_backup_being_read(tmp_path: Path) ->
     assert (case.backups / f"{case.backup_id}.dump.zst").is_file()
     assert result["backup_id"] == case.backup_id
     assert snapshot(case.url) == case.restored
+
+
+def test_a_restore_whose_lock_redis_forgot_stops_before_the_swap(mysql_url: str, mysql_user: str,
+                                                                 tmp_path: Path) -> None:
+    """Redis restarts empty while a MariaDB restore loads its shadow on a real worker: the job's lock is gone, so it
+    stops at its next progress report, before the swap (its shadow dropped, the target untouched), and is retried.
+    The database is then the backup, and the one pre-restore copy is the before state: the first run never swapped."""
+    case = _prepare(_with_user(mysql_url, mysql_user), tmp_path, "app", rows=150_000)
+    server = OwnedRedis(tmp_path / "redis", appendonly=False).start()
+    env = {**case.env, "DBJOBS_BROKER_URL": server.url(0)}
+    worker = start_worker(env, tmp_path, "fenced")
+    try:
+        task_id = run_cli(env, tmp_path, "restore", case.backup_id, "--yes").stdout.strip()
+        wait_until(lambda: _shadow_loading(case), 120, "the restore never loaded its shadow")
+        server.stop()
+        server.start()  # empty: the restore's lock, message and state are gone
+        stopped = time.monotonic()
+        result = cli_json(env, tmp_path, "result", task_id, "--wait")
+        recovery = time.monotonic() - stopped
+        log = worker.text()
+    finally:
+        worker.stop()
+        server.stop()
+    assert "lost the lock of database 'app'" in log and f"dbjobs.restore[{task_id}] retry" in log, log[-3000:]
+    assert snapshot(case.url) == case.restored and mysql_objects(case.url) == case.restored_objects
+    assert result["strategy"] == "swap" and side_databases(case.url) == [result["pre_restore_copy"]]
+    assert copy_snapshot(_pre_restore_url(case, result["pre_restore_copy"])) == case.before
+    _no_secret_left(case)
+    TIMES.append(("Redis restarted empty mid-load (lock lost)", "mysql",
+                  "stopped before the swap, retried; backup row for row after; copy = before state", recovery))
+
+
+def test_zz_recovery_times() -> None:
+    """Print the table of faults and times to recovery (for the closing note); asserts nothing new."""
+    for row in TIMES:
+        print(f"| {row[0]} | {row[1]} | {row[2]} | {row[3]:.1f} s |")
