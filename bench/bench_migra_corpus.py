@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from dbjobs.dburl import DatabaseURL, parse_url
 from dbjobs.errors import DbjobsError
-from dbjobs.migrate import LEDGER_DDL, LEDGER_TIME_TYPE, apply_migration
+from dbjobs.migrate import LEDGER_DDL, LEDGER_PROGRESS, LEDGER_TIME_TYPE, apply_migration
 from dbjobs.schema.builder import LEDGER_TABLE
 from dbjobs.schema.detect import detect_migrations
 
@@ -148,8 +148,11 @@ def compare(srv: Server, migra: str, case: str, left: DatabaseURL, right: Databa
     flags += [f for s in options.get("schemas", []) for f in ("--schema", s)]
     flags += [f for s in options.get("exclude_schemas", []) for f in ("--exclude_schema", s)]
 
-    for db in (left, right):  # the ledger apply-migration keeps is bookkeeping, not schema: on both sides
-        srv.sql_in(db.database, LEDGER_DDL.format(t=LEDGER_TABLE, time=LEDGER_TIME_TYPE["postgresql"]))
+    # The ledger apply-migration and detect keep is bookkeeping, not schema: the same shape on both sides.
+    ledger = [LEDGER_DDL.format(t=LEDGER_TABLE, time=LEDGER_TIME_TYPE["postgresql"])]
+    ledger += [f"ALTER TABLE {LEDGER_TABLE} ADD COLUMN IF NOT EXISTS {c} {t}" for c, t in LEDGER_PROGRESS.items()]
+    for db in (left, right):
+        srv.sql_in(db.database, "; ".join(ledger))
 
     def url(db: DatabaseURL) -> str:
         return db.url.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
