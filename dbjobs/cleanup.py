@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from dbjobs.catalog import Backup, gc_paused, list_scanned, load, scan_readable
+from dbjobs.catalog import Backup, list_scanned, load, scan_readable
 from dbjobs.errors import ConfirmationRequired, DbjobsError, StorageError
+from dbjobs.gcpause import gc_paused
 from dbjobs.progress import Progress, ProgressCallback, no_progress
 from dbjobs.retention import Candidate, Decision, Rule, decide, emptied
 from dbjobs.storage.base import Scan, Storage

@@ -16,6 +16,7 @@ from typing import Any
 
 from dbjobs.dburl import DatabaseURL
 from dbjobs.errors import MigrationError
+from dbjobs.gcpause import gc_paused
 from dbjobs.progress import Progress, ProgressCallback, no_progress
 from dbjobs.schema.changes import Change, apply_changes, invert
 from dbjobs.schema.diff import diff, shape_fingerprint
@@ -58,6 +59,7 @@ def uses_objects(before: Snapshot, after: Snapshot) -> bool:
         before.scope == after.scope
 
 
+@gc_paused()  # thousands of small dicts and strings, no cycles
 def build_migration(before: Snapshot, after: Snapshot, name: str, changes: list[Change] | None = None,
                     breaks: Mapping[int, bool] | None = None) -> MigrationFile:
     """Pure: the migration file that carries `before` to `after` (`breaks` as for `lint`)."""

@@ -11,12 +11,14 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
 from dbjobs.dburl import DatabaseURL
 from dbjobs.errors import DatabaseUnavailableError, MigrationError
+from dbjobs.gcpause import gc_paused
 from dbjobs.schema.builder import SchemaBuilder
 
 FORMAT_VERSION = 1
@@ -48,6 +50,7 @@ class Snapshot:
             data["scope"] = self.scope
         return data
 
+    @gc_paused()
     def to_json(self) -> str:
         """Canonical, readable JSON: sorted keys, one column or constraint per line, trailing newline.
 
@@ -77,17 +80,43 @@ class Snapshot:
         return cls(data["engine"], data["tables"], data["enums"], data["sequences"], data["views"])
 
 
+_ENCODE = json.JSONEncoder(sort_keys=True, separators=(", ", ": ")).encode
+_CONSTANTS = {None: "null", True: "true", False: "false"}
+
+
+def _leaf(value: Any) -> str:
+    """One value on one line, exactly as `json.dumps(sort_keys=True)` writes it; strings, scalars and the dicts
+    and lists of them without building an encoder for each (that was most of the time on a thousand tables)."""
+    kind = type(value)
+    if kind is str:
+        return encode_basestring_ascii(value)
+    if value is None or value is True or value is False:
+        return _CONSTANTS[value]
+    if kind is int:
+        return int.__repr__(value)
+    if kind is dict:
+        try:
+            return "{" + ", ".join([encode_basestring_ascii(k) + ": " + _leaf(v) for k, v in sorted(value.items())]) \
+                + "}"
+        except TypeError:  # a key that is not a string: let the encoder convert it
+            return _ENCODE(value)
+    if kind is list:
+        return "[" + ", ".join([_leaf(v) for v in value]) + "]"
+    return _ENCODE(value)
+
+
 def _pretty(value: Any, level: int) -> str:
     """JSON broken over lines down to tables' lists (level 3); deeper values on one line."""
     if level > 3 or not isinstance(value, dict | list) or not value:
-        return json.dumps(value, sort_keys=True, separators=(", ", ": "))
+        return _leaf(value)
     pad, inner = "  " * level, "  " * (level + 1)
     if isinstance(value, dict):
-        items = [f"{inner}{json.dumps(k)}: {_pretty(v, level + 1)}" for k, v in sorted(value.items())]
+        items = [f"{inner}{encode_basestring_ascii(k)}: {_pretty(v, level + 1)}" for k, v in sorted(value.items())]
         return "{\n" + ",\n".join(items) + f"\n{pad}}}"
-    return "[\n" + ",\n".join(f"{inner}{_pretty(v, level + 1)}" for v in value) + f"\n{pad}]"
+    return "[\n" + ",\n".join([f"{inner}{_pretty(v, level + 1)}" for v in value]) + f"\n{pad}]"
 
 
+@gc_paused()  # thousands of catalog rows and dicts, no cycles
 def take_snapshot(db: DatabaseURL, scope: dict[str, list[str]] | None = None) -> Snapshot:
     """Reflect the live database by reading its catalogs directly (one query per kind of object).
 
@@ -99,16 +128,18 @@ def take_snapshot(db: DatabaseURL, scope: dict[str, list[str]] | None = None) ->
 
     if db.engine == "sqlite" and db.database not in ("", ":memory:") and not db.sqlite_path.exists():
         return Snapshot("sqlite")
-    reader = {"postgresql": postgres.read, "mysql": mysql.read, "sqlite": sqlite.read}[db.engine]
     builder = SchemaBuilder(db.engine)
     scope = {k: sorted(v) for k, v in (scope or {}).items() if v}
     objects: dict[str, Any] = {}
     engine = db.create_engine()
     try:
         with engine.connect() as conn:
-            reader(conn, builder)
-            if db.engine == "postgresql":
-                objects = pg_objects.read_objects(conn, scope.get("schemas"), scope.get("exclude_schemas"))
+            if db.engine == "postgresql":  # the summary takes its columns and constraints from the objects' read
+                current = pg_objects.CurrentSchema()
+                objects = pg_objects.read_objects(conn, scope.get("schemas"), scope.get("exclude_schemas"), current)
+                postgres.read(conn, builder, current)
+            else:
+                {"mysql": mysql.read, "sqlite": sqlite.read}[db.engine](conn, builder)
     except DBAPIError as exc:
         raise DatabaseUnavailableError(
             f"cannot read the schema of database {db.alias!r} at {db.redacted()}: {first_line(exc.orig)}; "
@@ -126,6 +157,7 @@ def first_line(error: object) -> str:
     return lines[0] if lines else type(error).__name__
 
 
+@gc_paused()
 def snapshot_from_models(spec: str, engine: str = "postgresql") -> Snapshot:
     """The schema the application's models describe, as `engine` would store it (`module:attr`)."""
     from dbjobs.schema.models import load_metadata, snapshot_of_metadata

@@ -14,11 +14,28 @@ that becomes a view of the same name is a drop and a create, in that order.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, text
 
 Objects = dict[str, dict[str, Any]]
+# A column of a table in the current schema: table, name, type, NOT NULL, default (or generation expression),
+# identity ('a', 'd' or ''), comment.
+CurrentColumn = tuple[str, str, str, bool, str | None, str, str | None]
+# A constraint of a table in the current schema: table, name, type ('p', 'u', 'f', 'c'), columns, referenced table,
+# referenced columns, ON DELETE and ON UPDATE ('a', 'r', 'c', 'n', 'd'), CHECK definition (pretty-printed).
+CurrentConstraint = tuple[str, str, str, list[str], str | None, list[str], str, str, str | None]
+
+
+@dataclass
+class CurrentSchema:
+    """The rows of the connection's current schema that its per-table summary (catalog/postgres.py) is built
+    from, collected while the object graph is read: the largest catalogs are read once, not twice."""
+
+    columns: list[CurrentColumn] = field(default_factory=list)
+    constraints: list[CurrentConstraint] = field(default_factory=list)
+    attnames: dict[tuple[int, int], str] = field(default_factory=dict)
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
 FIRST_USER_OID = 16384
 LEDGER_TABLE = "dbjobs_migrations"
@@ -59,21 +76,25 @@ SELECT c.oid, c.reltype, t.typarray, n.nspname, c.relname, c.relkind, c.relpersi
        CASE WHEN c.relispartition THEN pg_get_expr(c.relpartbound, c.oid) END,
        ARRAY(SELECT i.inhparent FROM pg_inherits i WHERE i.inhrelid = c.oid ORDER BY i.inhseqno),
        CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) END,
-       c.reloptions, obj_description(c.oid, 'pg_class')
+       c.reloptions, ds.description
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_type t ON t.oid = c.reltype
+LEFT JOIN pg_description ds ON ds.objoid = c.oid AND ds.classoid = 'pg_class'::regclass AND ds.objsubid = 0
 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND {_IN_SCOPE.format(ns="n")}
 """
 _COLUMNS = f"""
 SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
        pg_get_expr(d.adbin, d.adrelid), a.attidentity, a.attgenerated, a.attislocal,
        CASE WHEN a.attcollation <> t.typcollation THEN quote_ident(cn.nspname) || '.' || quote_ident(co.collname) END,
-       col_description(a.attrelid, a.attnum)
+       ds.description, c.relname, n.nspname = current_schema(), a.attnum
 FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_type t ON t.oid = a.atttypid
 LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+LEFT JOIN pg_description ds ON ds.objoid = a.attrelid AND ds.classoid = 'pg_class'::regclass
+  AND ds.objsubid = a.attnum
 LEFT JOIN pg_collation co ON co.oid = a.attcollation LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace
-WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped AND {_IN_SCOPE.format(ns="n")}
+WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+  AND ({_IN_SCOPE.format(ns="n")} OR n.nspname = current_schema())
 ORDER BY a.attrelid, a.attnum
 """
 _ATTRDEFS = f"""
@@ -85,33 +106,40 @@ SELECT r.oid, r.ev_class, r.rulename FROM pg_rewrite r JOIN pg_class c ON c.oid 
 JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {_IN_SCOPE.format(ns="n")}
 """
 _SEQUENCES = f"""
-SELECT s.seqrelid, format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement, s.seqmin, s.seqmax, s.seqcache,
-       s.seqcycle,
-       (SELECT quote_ident(tn.nspname) || '.' || quote_ident(t.relname) || '.' || quote_ident(a.attname) || ' ' ||
-               t.oid::text
-        FROM pg_depend d JOIN pg_class t ON t.oid = d.refobjid JOIN pg_namespace tn ON tn.oid = t.relnamespace
-        JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid
-        WHERE d.classid = 'pg_class'::regclass AND d.objid = s.seqrelid AND d.refclassid = 'pg_class'::regclass
-          AND d.deptype IN ('a', 'i') ORDER BY d.deptype LIMIT 1),
-       EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = s.seqrelid
-               AND d.deptype = 'i')
+SELECT DISTINCT ON (s.seqrelid) s.seqrelid, format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement, s.seqmin,
+       s.seqmax, s.seqcache, s.seqcycle,
+       quote_ident(tn.nspname) || '.' || quote_ident(t.relname) || '.' || quote_ident(a.attname) || ' ' || t.oid::text,
+       d.deptype = 'i'
 FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = s.seqrelid
+  AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+LEFT JOIN pg_class t ON t.oid = d.refobjid LEFT JOIN pg_namespace tn ON tn.oid = t.relnamespace
+LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid
 WHERE {_IN_SCOPE.format(ns="n")}
+ORDER BY s.seqrelid, d.deptype DESC
 """
 _CONSTRAINTS = f"""
-SELECT con.oid, con.conrelid, con.conname, con.contype, pg_get_constraintdef(con.oid), con.conindid,
-       con.confrelid
+SELECT con.oid, con.conrelid, con.conname, con.contype,
+       CASE WHEN con.conislocal AND con.conparentid = 0 THEN pg_get_constraintdef(con.oid) END, con.conindid,
+       con.confrelid, con.conislocal AND con.conparentid = 0 AND {_IN_SCOPE.format(ns="n")},
+       n.nspname = current_schema(), c.relname, con.conkey, rc.relname,
+       CASE WHEN con.contype = 'f' AND n.nspname = current_schema() THEN
+            ARRAY(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(n, i)
+                  JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.i) END,
+       con.confdeltype, con.confupdtype,
+       CASE WHEN con.contype = 'c' AND n.nspname = current_schema() THEN pg_get_constraintdef(con.oid, true) END
 FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE con.contype IN ('p', 'u', 'f', 'c', 'x') AND con.conislocal AND con.conparentid = 0
-  AND {_IN_SCOPE.format(ns="n")}
+LEFT JOIN pg_class rc ON rc.oid = con.confrelid
+WHERE con.contype IN ('p', 'u', 'f', 'c', 'x')
+  AND ((con.conislocal AND con.conparentid = 0 AND {_IN_SCOPE.format(ns="n")}) OR n.nspname = current_schema())
 """
 _INDEXES = f"""
-SELECT i.oid, x.indrelid, i.relname, pg_get_indexdef(i.oid),
-       EXISTS (SELECT 1 FROM pg_constraint con WHERE con.conindid = i.oid AND con.conrelid = x.indrelid
-               AND con.contype IN ('p', 'u', 'x')),
-       EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = i.oid)
+SELECT i.oid, x.indrelid, i.relname, pg_get_indexdef(i.oid)
 FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_namespace n ON n.oid = i.relnamespace
 WHERE {_IN_SCOPE.format(ns="n")}
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint con WHERE con.conindid = i.oid AND con.conrelid = x.indrelid
+                  AND con.contype IN ('p', 'u', 'x'))
+  AND NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = i.oid)
 """
 _FUNCTIONS = f"""
 SELECT p.oid, n.nspname, p.proname, pg_get_function_identity_arguments(p.oid), p.prokind,
@@ -159,6 +187,11 @@ _PRIVILEGE_NAMES = {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFEREN
                     "EXECUTE"}
 
 
+def fetch(conn: Connection, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
+    """Every row of a catalog query, fetched at once (row by row costs more than the query on large schemas)."""
+    return conn.execute(text(sql), params or {}).all()
+
+
 def qi(name: str) -> str:
     """An identifier, always double-quoted (names are read from the catalog as they are)."""
     return '"' + name.replace('"', '""') + '"'
@@ -177,11 +210,11 @@ class _Reader:
         self.params = {"include": include, "exclude": exclude}
         self.objects: Objects = {}
         self.by_oid: dict[tuple[str, int], str] = {}
-        self.members = {(cls, int(oid)): f"extension:{ext}" for cls, oid, ext in conn.execute(text(_EXTENSION_MEMBERS))}
-        self.roles = {int(oid): name for oid, name in conn.execute(text(_ROLES))}
+        self.members = {(cls, int(oid)): f"extension:{ext}" for cls, oid, ext in fetch(conn, _EXTENSION_MEMBERS)}
+        self.roles = {int(oid): name for oid, name in fetch(conn, _ROLES)}
 
     def rows(self, sql: str) -> list[Any]:
-        return list(self.conn.execute(text(sql), self.params))
+        return fetch(self.conn, sql, self.params)
 
     def add(self, oid: tuple[str, int] | None, oid_id: str, obj: dict[str, Any]) -> dict[str, Any]:
         obj.setdefault("deps", [])
@@ -194,8 +227,12 @@ class _Reader:
         return (cls, int(oid)) in self.members
 
 
-def read_objects(conn: Connection, include: list[str] | None = None, exclude: list[str] | None = None) -> Objects:
-    """Every object in the schemas in scope (all non-system ones by default), with dependencies."""
+def read_objects(conn: Connection, include: list[str] | None = None, exclude: list[str] | None = None,
+                 current: CurrentSchema | None = None) -> Objects:
+    """Every object in the schemas in scope (all non-system ones by default), with dependencies.
+
+    Given `current`, the columns and constraints of every table in the connection's current
+    schema (in scope or not, extensions' tables too) are collected in it for the per-table summary."""
     r = _Reader(conn, list(include or []), list(exclude or []))
     schemas = {}
     for oid, name in r.rows(_SCHEMAS):
@@ -214,7 +251,7 @@ def read_objects(conn: Connection, include: list[str] | None = None, exclude: li
                   {"kind": "collation", "schema": schema, "name": name, **_collation(info)})
     _read_types(r)
     tables = _read_relations(r)
-    _read_columns(r, tables)
+    _read_columns(r, tables, current)
     _read_sequences(r)
     for oid, rel in r.rows(_ATTRDEFS):
         if ("pg_class", int(rel)) in r.by_oid:
@@ -222,7 +259,7 @@ def read_objects(conn: Connection, include: list[str] | None = None, exclude: li
     for oid, rel, rulename in r.rows(_REWRITES):
         if rulename == "_RETURN" and ("pg_class", int(rel)) in r.by_oid:
             r.by_oid[("pg_rewrite", int(oid))] = r.by_oid[("pg_class", int(rel))]
-    _read_constraints_and_indexes(r)
+    _read_constraints_and_indexes(r, current)
     _read_functions(r)
     _read_triggers_and_policies(r)
     _read_privileges(r)
@@ -285,8 +322,12 @@ def _read_relations(r: _Reader) -> dict[int, dict[str, Any]]:
     return tables
 
 
-def _read_columns(r: _Reader, tables: dict[int, dict[str, Any]]) -> None:
-    for rel, name, type_, notnull, default, identity, generated, local, collation, comment in r.rows(_COLUMNS):
+def _read_columns(r: _Reader, tables: dict[int, dict[str, Any]], current: CurrentSchema | None) -> None:
+    for (rel, name, type_, notnull, default, identity, generated, local, collation, comment, relname,
+         is_current, attnum) in r.rows(_COLUMNS):
+        if is_current and current is not None:
+            current.columns.append((relname, name, type_, bool(notnull), default, identity, comment))
+            current.attnames[(int(rel), int(attnum))] = name
         table = tables.get(int(rel))
         if table is None:
             continue
@@ -317,12 +358,18 @@ def _read_sequences(r: _Reader) -> None:
                       {"kind": "owned", "sequence": seq_id, "column": column, "deps": [seq_id, table_id]})
 
 
-def _read_constraints_and_indexes(r: _Reader) -> None:
+def _read_constraints_and_indexes(r: _Reader, current: CurrentSchema | None) -> None:
     key_of_index: dict[int, str] = {}
     pending_fks = []
-    for oid, rel, name, contype, definition, index, ref_rel in r.rows(_CONSTRAINTS):
+    for (oid, rel, name, contype, definition, index, ref_rel, ours, is_current, relname, keys, ref_table,
+         ref_columns, on_delete, on_update, check) in r.rows(_CONSTRAINTS):
+        if is_current and current is not None and contype != "x":
+            named = (current.attnames.get((int(rel), int(k))) for k in keys or [])  # a foreign table's: unnamed
+            columns = [n for n in named if n is not None]
+            current.constraints.append((relname, name, contype, columns, ref_table, list(ref_columns or []),
+                                        on_delete, on_update, check))
         table_id = r.by_oid.get(("pg_class", int(rel)))
-        if table_id is None:
+        if table_id is None or not ours:
             continue
         table = r.objects[table_id]
         con_id = f"constraint:{table['schema']}.{table['name']}.{name}"
@@ -333,9 +380,9 @@ def _read_constraints_and_indexes(r: _Reader) -> None:
             key_of_index[int(index)] = con_id
         if contype == "f":
             pending_fks.append((obj, int(index), int(ref_rel)))
-    for oid, rel, name, definition, is_constraint, is_attached in r.rows(_INDEXES):
+    for oid, rel, name, definition in r.rows(_INDEXES):  # a key's own index, or a partition's, is not ours
         table_id = r.by_oid.get(("pg_class", int(rel)))
-        if table_id is None or is_constraint or is_attached or r.member("pg_class", oid):
+        if table_id is None or r.member("pg_class", oid):
             continue
         table = r.objects[table_id]
         index_id = f"rel:{table['schema']}.{name}"
@@ -416,7 +463,7 @@ def _read_unsupported(r: _Reader) -> None:
 def _read_dependencies(r: _Reader) -> None:
     """`pg_depend` edges between objects we hold (both ends mapped to ids), plus each object's schema."""
     deps: dict[str, set[str]] = defaultdict(set)
-    for cls, oid, ref_cls, ref_oid in r.conn.execute(text(_DEPENDS), {"first": FIRST_USER_OID}):
+    for cls, oid, ref_cls, ref_oid in fetch(r.conn, _DEPENDS, {"first": FIRST_USER_OID}):
         source, target = r.by_oid.get((cls, int(oid))), r.by_oid.get((ref_cls, int(ref_oid)))
         if source and target and source != target:
             deps[source].add(target)

@@ -1,41 +1,18 @@
-"""Read a PostgreSQL schema (the connection's current schema) from pg_catalog in a few queries."""
+"""Read the per-table summary of a PostgreSQL schema (the connection's current schema), which models are
+compared with, from pg_catalog in a few queries (its columns come with the object graph's read)."""
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
 from dbjobs.schema.builder import SchemaBuilder
+from dbjobs.schema.catalog.pg_objects import CurrentSchema, fetch
 
-_COLUMNS = """
-SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-       pg_get_expr(d.adbin, d.adrelid), a.attidentity, ds.description
-FROM pg_attribute a
-JOIN pg_class c ON c.oid = a.attrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-LEFT JOIN pg_description ds ON ds.objoid = c.oid AND ds.classoid = 'pg_class'::regclass AND ds.objsubid = a.attnum
-WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
-ORDER BY c.relname, a.attnum
-"""
 _TABLE_COMMENTS = """
 SELECT c.relname, ds.description FROM pg_description ds
 JOIN pg_class c ON c.oid = ds.objoid AND ds.classoid = 'pg_class'::regclass AND ds.objsubid = 0
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')
-"""
-_CONSTRAINTS = """
-SELECT c.relname, con.conname, con.contype,
-       ARRAY(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(n, i)
-             JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n ORDER BY k.i),
-       rc.relname,
-       ARRAY(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(n, i)
-             JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.i),
-       con.confdeltype, con.confupdtype, CASE WHEN con.contype = 'c' THEN pg_get_constraintdef(con.oid, true) END
-FROM pg_constraint con
-JOIN pg_class c ON c.oid = con.conrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-LEFT JOIN pg_class rc ON rc.oid = con.confrelid
-WHERE n.nspname = current_schema() AND con.contype IN ('p', 'u', 'f', 'c')
 """
 _INDEXES = """
 SELECT t.relname, i.relname, ix.indisunique,
@@ -66,16 +43,17 @@ WHERE n.nspname = current_schema() AND c.relkind = 'v'
 _ACTIONS = {"a": None, "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
 
 
-def read(conn: Connection, builder: SchemaBuilder) -> None:
-    """Fill `builder` with every table, constraint, index, enum, standalone sequence and view."""
-    for table, name, type_, notnull, default, identity, comment in conn.execute(text(_COLUMNS)):
+def read(conn: Connection, builder: SchemaBuilder, current: CurrentSchema) -> None:
+    """Fill `builder` with every table, constraint, index, enum, standalone sequence and view.
+
+    `current` holds the current schema's columns and constraints, as `read_objects` read them."""
+    for table, name, type_, notnull, default, identity, comment in current.columns:
         serial = bool(default and default.startswith("nextval("))
         builder.column(table, name, type_, nullable=not notnull, default=None if serial else default,
                        autoincrement=serial or identity in ("a", "d"), comment=comment)
-    for table, comment in conn.execute(text(_TABLE_COMMENTS)):
+    for table, comment in fetch(conn, _TABLE_COMMENTS):
         builder.table(table, comment)
-    for table, name, kind, columns, ref_table, ref_columns, on_delete, on_update, definition in conn.execute(
-            text(_CONSTRAINTS)):
+    for table, name, kind, columns, ref_table, ref_columns, on_delete, on_update, definition in current.constraints:
         if kind == "p":
             builder.primary_key(table, name, columns)
         elif kind == "u":
@@ -84,11 +62,11 @@ def read(conn: Connection, builder: SchemaBuilder) -> None:
             builder.foreign_key(table, name, columns, ref_table, ref_columns, _ACTIONS[on_delete], _ACTIONS[on_update])
         else:
             builder.check(table, name, definition)
-    for table, name, unique, columns, where in conn.execute(text(_INDEXES)):
+    for table, name, unique, columns, where in fetch(conn, _INDEXES):
         builder.index(table, name, columns, unique=unique, where=where)
-    for name, label in conn.execute(text(_ENUMS)):
+    for name, label in fetch(conn, _ENUMS):
         builder.enums.setdefault(name, []).append(label)
-    for name, type_, start, increment in conn.execute(text(_SEQUENCES)):
+    for name, type_, start, increment in fetch(conn, _SEQUENCES):
         builder.sequence(name, type=type_, start=int(start), increment=int(increment))
-    for name, definition in conn.execute(text(_VIEWS)):
+    for name, definition in fetch(conn, _VIEWS):
         builder.view(name, definition)
