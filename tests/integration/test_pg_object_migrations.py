@@ -4,7 +4,9 @@ Each case is two scripts: `a` (before) and `b` (after). Both are built on a real
 migration from a's snapshot to b's is written to a file and applied to the a database; then
 its schema must be b's (no step left between them), the rows inserted before must still be
 there, and the reverse section must bring back a. What must not be lost: rows, casts in
-expressions, keys, views with their grants and triggers, objects in other schemas.
+expressions, keys, views with their grants and triggers, objects in other schemas. "The same
+schema" is checked twice: by dbjobs' own reader (no step left) and by the server's own deparsed
+catalog (`facts`), which does not share that reader's blind spots.
 """
 
 from __future__ import annotations
@@ -136,6 +138,72 @@ def rows(db: DatabaseURL, sql: str) -> list[tuple]:
         engine.dispose()
 
 
+# What the server itself says about a schema, column order and OIDs left out: an oracle independent of
+# dbjobs' own catalog reader (a fact that reader missed on both sides would still show here). Privileges are
+# compared as granted, in any order, a never-set ACL as the owner's default one.
+_FACTS = r"""
+SELECT 'column', c.oid::regclass::text || '.' || a.attname, concat_ws(' | ', format_type(a.atttypid, a.atttypmod),
+       a.attnotnull, pg_get_expr(d.adbin, d.adrelid), a.attidentity, a.attgenerated, a.attislocal, a.attcollation)
+FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid
+  AND d.adnum = a.attnum
+WHERE c.relnamespace::regnamespace::text NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+  AND c.relkind IN ('r', 'p', 'v', 'm') AND a.attnum > 0 AND NOT a.attisdropped AND c.relname <> 'dbjobs_migrations'
+UNION ALL
+SELECT 'relation', c.oid::regclass::text, concat_ws(' | ', c.relkind, c.relpersistence, c.relrowsecurity,
+       c.relforcerowsecurity,
+       (SELECT string_agg(x::text, ',' ORDER BY x::text) FROM unnest(coalesce(c.relacl,
+        acldefault(CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END::"char", c.relowner))) x),
+       pg_get_expr(c.relpartbound, c.oid),
+       CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) END,
+       (SELECT string_agg(i.inhparent::regclass::text, ',' ORDER BY i.inhseqno) FROM pg_inherits i
+        WHERE i.inhrelid = c.oid))
+FROM pg_class c WHERE c.relnamespace::regnamespace::text NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+  AND c.relkind IN ('r', 'p', 'v', 'm', 'S') AND c.relname <> 'dbjobs_migrations'
+UNION ALL
+SELECT 'constraint', con.conrelid::regclass::text || '.' || con.conname, pg_get_constraintdef(con.oid)
+FROM pg_constraint con WHERE con.conrelid <> 0
+  AND con.connamespace::regnamespace::text NOT IN ('pg_catalog', 'information_schema')
+  AND con.conrelid::regclass::text <> 'dbjobs_migrations'
+UNION ALL
+SELECT 'index', i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i
+JOIN pg_class c ON c.oid = i.indexrelid
+WHERE c.relnamespace::regnamespace::text NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+  AND i.indrelid::regclass::text <> 'dbjobs_migrations'
+UNION ALL
+SELECT 'trigger', t.tgrelid::regclass::text || '.' || t.tgname, pg_get_triggerdef(t.oid) FROM pg_trigger t
+WHERE NOT t.tgisinternal
+UNION ALL
+SELECT 'enum', t.oid::regtype::text, string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder) FROM pg_type t
+JOIN pg_enum e ON e.enumtypid = t.oid GROUP BY t.oid
+UNION ALL
+SELECT 'owned', d.objid::regclass::text, concat_ws(' ', d.refobjid::regclass, d.refobjsubid, d.deptype)
+FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+  AND d.deptype IN ('a', 'i') AND d.refobjsubid > 0
+  AND (SELECT relkind FROM pg_class WHERE oid = d.objid) = 'S'
+UNION ALL
+SELECT 'policy', p.polrelid::regclass::text || '.' || p.polname, concat_ws(' | ', p.polcmd, p.polpermissive,
+       p.polroles::text, pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid))
+FROM pg_policy p
+UNION ALL
+SELECT 'function', p.oid::regprocedure::text, concat_ws(' | ', pg_get_functiondef(p.oid),
+       (SELECT string_agg(x::text, ',' ORDER BY x::text) FROM unnest(coalesce(p.proacl,
+        acldefault('f', p.proowner))) x))
+FROM pg_proc p WHERE p.pronamespace::regnamespace::text NOT IN ('pg_catalog', 'information_schema')
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')
+UNION ALL
+SELECT 'schema', n.nspname, (SELECT string_agg(x::text, ',' ORDER BY x::text)
+                             FROM unnest(coalesce(n.nspacl, acldefault('n', n.nspowner))) x) FROM pg_namespace n
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND n.nspname !~ '^pg_'
+UNION ALL
+SELECT 'extension', e.extname, e.extversion FROM pg_extension e
+"""
+
+
+def facts(db: DatabaseURL) -> set[tuple[str, str, str]]:
+    """The schema as the server deparses it, one fact per column, relation, key, index, trigger, enum, policy..."""
+    return {tuple(r) for r in rows(db, _FACTS)}
+
+
 def remaining(db: DatabaseURL, wanted: Snapshot) -> list[str]:
     """What still separates the live schema from `wanted` (empty: identical)."""
     found = plan(take_snapshot(db).objects, wanted.objects)
@@ -158,14 +226,17 @@ def test_a_plus_migration_is_b_and_reverse_is_a(pg_pair, tmp_path, case):
     if data:
         run(a, data)
     path, before, after = migrate(tmp_path, a, b)
+    a_facts, b_facts = facts(a), facts(b)
     snapshot_rows = {t: rows(a, f"SELECT count(*) FROM {t}") for t in ("t", "child", "m", "s.t", "acc", "p")
                      if rows(a, f"SELECT to_regclass('{t}') IS NOT NULL")[0][0]}
     apply_migration(a, path, allow_destructive=True)
     assert remaining(a, after) == []
+    assert sorted(facts(a) ^ b_facts) == [], "\n".join(map(repr, sorted(facts(a) ^ b_facts)))  # the server agrees
     for table, count in snapshot_rows.items():  # the rows are still there
         assert rows(a, f"SELECT count(*) FROM {table}") == count, table
     apply_migration(a, path, allow_destructive=True, reverse=True)
     assert remaining(a, before) == []
+    assert sorted(facts(a) ^ a_facts) == [], "\n".join(map(repr, sorted(facts(a) ^ a_facts)))
 
 
 def test_casts_keep_their_meaning(pg_pair, tmp_path):
