@@ -175,7 +175,7 @@ class MySQLConnector(ServerConnector):
         from dbjobs.engines.mysql_swap import session, swap_blocker
 
         with session(self.db) as s:
-            return swap_blocker(s)
+            return swap_blocker(s, self.db.database)
 
     def swap_site(self, load: ShadowLoad | None) -> SwapSite:
         from dbjobs.engines.mysql_swap import MySQLSwapSite

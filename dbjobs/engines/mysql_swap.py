@@ -28,6 +28,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pymysql
@@ -36,7 +37,7 @@ from sqlalchemy.exc import OperationalError
 from dbjobs.dburl import DatabaseURL
 from dbjobs.engines.base import unavailable
 from dbjobs.errors import RestoreError
-from dbjobs.swap import Marker, SwapSite, is_derived_name
+from dbjobs.swap import Marker, SwapSite, is_derived_name, pre_restore_name, shadow_name
 
 if TYPE_CHECKING:
     from dbjobs.engines.mysql import MySQLConnector
@@ -295,10 +296,29 @@ def row_counts(s: Session, schema: str) -> dict[str, int]:
             for t in s.tables(schema, "= 'BASE TABLE'") if t not in BOOKKEEPING}
 
 
-def swap_blocker(s: Session) -> str | None:
-    """Why this server cannot restore by swap (then the restore runs in place), or None."""
+# The account's grantee as information_schema spells it: 'user'@'host'.
+GRANTEE = ("CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''', "
+           "SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')")
+NEEDED = ("CREATE", "DROP", "ALTER", "INSERT")  # a shadow and a copy: created, commented, filled by RENAME, dropped
+
+
+def may_create(s: Session, name: str) -> bool:
+    """Whether the account may create, fill and drop a database called `name` (by a global or a database grant)."""
+    held = set(s.names(f"SELECT PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES WHERE GRANTEE = {GRANTEE}"))
+    held |= set(s.names(f"SELECT PRIVILEGE_TYPE FROM information_schema.SCHEMA_PRIVILEGES WHERE GRANTEE = {GRANTEE} "
+                        "AND %s LIKE TABLE_SCHEMA", name))
+    return held.issuperset(NEEDED)
+
+
+def swap_blocker(s: Session, target: str) -> str | None:
+    """Why this server or account cannot restore `target` by swap (then the restore runs in place), or None."""
     version = str(s.run("SELECT VERSION()")[0][0])
     numbers = [int(p) for p in version.split("-")[0].split(".")[:2] if p.isdigit()]
     if "mariadb" not in version.lower() or numbers < [10, 5]:
         return f"the server ({version}) is not MariaDB 10.5 or newer (database comments hold the swap's markers)"
+    for name in (shadow_name(target, MySQLSwapSite.name_limit),
+                 pre_restore_name(target, datetime.now(UTC), MySQLSwapSite.name_limit)):
+        if not may_create(s, name):
+            return (f"the account may not create and drop the database {name!r} beside it (needs "
+                    f"{', '.join(NEEDED)} on it, e.g. GRANT ALL ON `{target}\\_\\_%`.*)")
     return None

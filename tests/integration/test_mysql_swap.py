@@ -6,12 +6,14 @@ information_schema (`mysql_objects`), not through the code under test.
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
+from dbjobs.errors import RestoreError
 from dbjobs.jobs import run_job
 from tests.backup_support import (
     build_sample,
@@ -24,6 +26,7 @@ from tests.backup_support import (
     side_databases,
     snapshot,
 )
+from tests.conftest import MYSQL_ADMIN_URL
 
 pytestmark = pytest.mark.mysql
 
@@ -101,3 +104,42 @@ def test_restore_and_undo_carry_views_routines_triggers_and_events(mysql_url: st
     run_job("dbjobs.restore", settings, {"database": "main", "undo": True, "confirmed": True})  # undo the undo
     assert snapshot(mysql_url) == before and mysql_objects(mysql_url) == before_objects
     assert _audited(mysql_url) == ["updated"]
+
+
+def test_an_account_limited_to_its_database_restores_in_place_until_granted_the_side_databases(
+        mysql_url: str, tmp_path: Path) -> None:
+    """The common application account (GRANT ALL ON app.*) cannot create `app__shadow`: auto restores in place and
+    says why, --strategy swap refuses changing nothing; granted `app\\_\\_%` too, it swaps."""
+    name = db(mysql_url).database
+    user = f"dbjobs_p_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine("mysql+pymysql://" + MYSQL_ADMIN_URL.split("://", 1)[1], isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'pw-{user}'"))
+        conn.execute(sa.text(f"GRANT ALL ON `{name}`.* TO '{user}'@'%'"))
+    try:
+        url = mysql_url.replace("mysql://root@", f"mysql://{user}:pw-{user}@")
+        build_sample(url)
+        settings = settings_for(tmp_path / "backups", main=url)
+        backup = run_job("dbjobs.backup", settings, {"database": "main"})
+        before = snapshot(url)
+        mutate(url)
+        changed = snapshot(url)
+        with pytest.raises(RestoreError, match=r"cannot restore by swap: the account may not create and drop the "
+                                               rf"database '{name}__shadow'.*nothing was changed"):
+            run_job("dbjobs.restore", settings, {"backup": backup["id"], "confirmed": True, "strategy": "swap"})
+        assert snapshot(url) == changed and side_databases(url) == []
+
+        in_place = run_job("dbjobs.restore", settings, {"backup": backup["id"], "confirmed": True})
+
+        assert in_place["strategy"] == "in-place" and in_place["safety_backup_id"]
+        assert "the account may not create and drop the database" in in_place["note"] and snapshot(url) == before
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"GRANT ALL ON `{name}\\_\\_%`.* TO '{user}'@'%'"))
+        mutate(url)
+        swapped = run_job("dbjobs.restore", settings, {"backup": backup["id"], "confirmed": True})
+        assert swapped["strategy"] == "swap" and snapshot(url) == before
+        assert copy_snapshot(url.rsplit("/", 1)[0] + "/" + swapped["pre_restore_copy"]) == changed
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP USER IF EXISTS '{user}'@'%'"))
+        admin.dispose()
