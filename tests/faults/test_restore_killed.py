@@ -312,6 +312,37 @@ def test_a_restore_whose_lock_redis_forgot_stops_before_the_swap(mysql_url: str,
                   "stopped before the swap, retried; backup row for row after; copy = before state", recovery))
 
 
+def test_a_killed_mariadb_backup_is_taken_again_and_leaves_no_secret(mysql_url: str, mysql_user: str,
+                                                                     tmp_path: Path) -> None:
+    """kill -9 of the worker while it writes a MariaDB backup (an account with a password): the database is
+    untouched, the redelivered job takes one complete backup with the database's exact row counts, and no file
+    holds the password (the client tools read it from a pipe)."""
+    case = _prepare(_with_user(mysql_url, mysql_user), tmp_path, "app", rows=400_000)
+    taken = {m["id"] for m in map(json.loads, map(Path.read_text, case.backups.glob("*.manifest.json")))}
+    workers = [start_worker(case.env, tmp_path, "first")]
+    try:
+        task_id = run_cli(case.env, tmp_path, "backup", "--database", "app").stdout.strip()
+        wait_until(lambda: _safety_partial(case), 120, "the backup never started writing")
+        workers[0].kill()
+        killed = time.monotonic()
+        assert snapshot(case.url) == case.before
+        workers.append(start_worker(case.env, tmp_path, "second"))
+        result = cli_json(case.env, tmp_path, "result", task_id, "--wait")
+        recovery = time.monotonic() - killed
+    finally:
+        for worker in workers:
+            worker.stop()
+        flushed_redis(REDIS_DB)
+    made = [m for m in map(json.loads, map(Path.read_text, case.backups.glob("*.manifest.json")))
+            if m["id"] not in taken]
+    assert [m["id"] for m in made] == [result["id"]] and made[0]["extra"]["request_id"] == task_id
+    assert made[0]["row_counts"] == {t: len(v["rows"]) for t, v in case.before["tables"].items()}
+    assert snapshot(case.url) == case.before
+    _no_secret_left(case)
+    TIMES.append(("backup killed mid-dump", "mysql", "database untouched; one complete backup after, exact row "
+                  "counts; no secret file", recovery))
+
+
 def test_zz_recovery_times() -> None:
     """Print the table of faults and times to recovery (for the closing note); asserts nothing new."""
     for row in TIMES:
