@@ -246,7 +246,11 @@ class MySQLSwapSite(SwapSite):
                           f"{q(outgoing)}.{q(RECEIPT)} TO {q(incoming)}.{q(SWAPPED)}"]
                 s.run("RENAME TABLE " + ", ".join(moves))
             except pymysql.MySQLError as exc:
-                self._revert(s, target, incoming, outgoing)
+                try:
+                    self._revert(s, target, incoming, outgoing)
+                except pymysql.MySQLError:  # the session is gone (an interrupted read): `drop` settles it anew
+                    raise RestoreError(f"the swap into {target!r} was interrupted ({line(exc)}); what it did is "
+                                       "completed or reverted before the restore ends (see `status`)") from None
                 raise RestoreError(f"the swap into {target!r} failed ({line(exc)}); the target is unchanged") from None
             self._comment(s, outgoing, marker.to_text())
             self._finish(s, target, incoming, outgoing)
@@ -286,6 +290,11 @@ class MySQLSwapSite(SwapSite):
                     s.run(f"DROP DATABASE IF EXISTS {q(name)}")
 
     def drop(self, name: str) -> None:
+        """Drop `name` once any swap under way is settled: a swap interrupted by an exception (a time limit while
+        its RENAME waits) may leave that RENAME running on the server, and its shadow holds the bookkeeping that
+        finishes or reverts it; dropping it blindly could lose the target's triggers or the copy's marker."""
+        self.found(self.db.database)  # waits for the swap lock, finishes a swap whose RENAME happened
+        self.reopen(self.db.database)  # reverts one whose RENAME did not (the target's triggers back)
         with session(self.db) as s:
             s.run(f"DROP DATABASE IF EXISTS {q(name)}")
 

@@ -6,6 +6,10 @@ information_schema (`mysql_objects`), not through the code under test.
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -143,3 +147,50 @@ def test_an_account_limited_to_its_database_restores_in_place_until_granted_the_
         with admin.connect() as conn:
             conn.execute(sa.text(f"DROP USER IF EXISTS '{user}'@'%'"))
         admin.dispose()
+
+
+def test_a_swap_interrupted_while_its_rename_waits_is_settled_not_lost(mysql_url: str, tmp_path: Path) -> None:
+    """A signal whose handler raises (as Celery's soft time limit does) while the RENAME waits for an application's
+    transaction: the read is cut, the session lost, and the target's triggers were already dropped. The failed
+    restore must not drop the shadow blindly (it holds their definitions): it settles the swap under the swap
+    lock first, so the target is whole again (here as it was: the server ended the waiting RENAME with its
+    connection; had the RENAME run, the same step finishes it), and the error is one line."""
+    build_sample(mysql_url)
+    _run(mysql_url, *OBJECTS)
+    settings = settings_for(tmp_path / "backups", main=mysql_url)
+    backup = run_job("dbjobs.backup", settings, {"database": "main"})
+    mutate(mysql_url)
+    _run(mysql_url, *CHANGES)
+    changed, changed_objects = snapshot(mysql_url), mysql_objects(mysql_url)
+    engine = sa.create_engine("mysql+pymysql://" + mysql_url.split("://", 1)[1], poolclass=NullPool)
+    blocker = engine.connect()
+    blocker.execute(sa.text("SELECT COUNT(*) FROM orders")).scalar()  # the RENAME waits for this transaction
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise TimeoutError("the soft time limit")
+
+    def when_renaming() -> None:
+        with connect(mysql_url) as conn:
+            while not conn.execute(sa.text("SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                                           "WHERE INFO LIKE 'RENAME TABLE%'")).scalar():
+                time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGALRM)
+        time.sleep(2)
+        blocker.rollback()  # the application's transaction ends: the orphaned RENAME runs
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    helper = threading.Thread(target=when_renaming)
+    helper.start()
+    try:
+        with pytest.raises(Exception) as failed:
+            run_job("dbjobs.restore", settings, {"backup": backup["id"], "confirmed": True})
+    finally:
+        helper.join()
+        signal.signal(signal.SIGALRM, previous)
+        blocker.close()
+        engine.dispose()
+
+    assert failed.type is RestoreError and "was interrupted" in str(failed.value)  # one line, no driver error
+    # the server ended the waiting RENAME with its connection: the target is as it was, its trigger put back
+    assert snapshot(mysql_url) == changed and mysql_objects(mysql_url) == changed_objects
+    assert side_databases(mysql_url) == []
