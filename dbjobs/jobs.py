@@ -371,10 +371,12 @@ def cleanup(settings: Settings, progress: ProgressCallback, *, database: str | N
                 min_keep=settings.min_keep if min_keep is None else min_keep, keep_last=keep_last,
                 keep_daily=keep_daily, keep_weekly=keep_weekly, keep_monthly=keep_monthly)
     directory = _dir(backup_dir, settings.backup_dir)
-    outcome = contextlib.nullcontext() if dry_run else recorded(directory, "dbjobs.cleanup", database or "all")
-    with outcome:
+    outcome = contextlib.nullcontext([]) if dry_run else recorded(directory, "dbjobs.cleanup", database or "all")
+    with outcome as problems:
         result = run_cleanup(storages(settings, directory), rule, datetime.now(UTC), database=database,
                              dry_run=dry_run, allow_empty=allow_empty, progress=progress).to_dict()
+        problems.extend(f"{u['where']} could not be listed ({u['error']}); its backups were left"
+                        for u in result["unreadable"])
     result["pre_restore_copies_dropped"] = _prune_copies(settings, [database] if database else sorted(
         settings.databases), dry_run)
     return result

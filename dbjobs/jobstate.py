@@ -70,11 +70,17 @@ def outcomes(directory: Path) -> list[JobOutcome]:
 
 
 @contextmanager
-def recorded(directory: Path, job: str, database: str) -> Iterator[None]:
-    """Run a block and record whether it succeeded (the error's one-line message if not), then re-raise."""
+def recorded(directory: Path, job: str, database: str) -> Iterator[list[str]]:
+    """Run a block and record whether it succeeded (the error's one-line message if not), then re-raise.
+
+    The block may add problems to the list it is given: a job that did only part of its work (a
+    cleanup that could not list the bucket) returns its result but is recorded as failed, with them.
+    """
+    problems: list[str] = []
     try:
-        yield
+        yield problems
     except Exception as exc:
         record(directory, JobOutcome(job, database, False, datetime.now(UTC).isoformat(), str(exc) or repr(exc)))
         raise
-    record(directory, JobOutcome(job, database, True, datetime.now(UTC).isoformat()))
+    record(directory, JobOutcome(job, database, not problems, datetime.now(UTC).isoformat(),
+                                 "; ".join(problems) or None))
