@@ -29,13 +29,26 @@ class _Short(Exception):
     """The buffer ends before the table of contents does: read more."""
 
 
+SECTION_PRE_DATA, SECTION_DATA, SECTION_POST_DATA = 2, 3, 4  # pg_backup.h's teSection
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One table-of-contents entry: what it is (`TABLE DATA`, `INDEX` ...), its section, what it depends on."""
+
+    desc: str
+    section: int
+    deps: tuple[int, ...]
+
+
 @dataclass
 class Toc:
-    """Where the table of contents ends, and where each data entry's offset field sits."""
+    """Where the table of contents ends, its entries, and where each data entry's offset field sits."""
 
     end: int = 0
     # (dump id, position of the entry's offset flag byte, block type), in table-of-contents order
     unset: list[tuple[int, int, int]] = field(default_factory=list)
+    entries: dict[int, Entry] = field(default_factory=dict)
 
 
 class _Reader:
@@ -89,15 +102,18 @@ def parse_toc(data: bytes) -> Toc | None:
         r.integer()  # has a data dumper
         for _ in range(3):  # table oid, oid, tag
             r.string()
-        kind = BLK_BLOBS if r.string() == "BLOBS" else BLK_DATA  # the description
-        r.integer()  # section
+        desc = r.string() or ""
+        kind = BLK_BLOBS if desc == "BLOBS" else BLK_DATA
+        section = r.integer()
         for _ in range(5):  # definition, drop statement, copy statement, namespace, tablespace
             r.string()
         r.string()  # table access method
         r.string()  # owner
         r.string()  # "with oids"
-        while r.string() is not None:  # dependencies
-            pass
+        deps = []
+        while (dep := r.string()) is not None:
+            deps.append(int(dep) if dep.isdigit() else -1)
+        toc.entries[dump_id] = Entry(desc, section, tuple(deps))
         flag_at = r.pos
         flag = r.byte()
         r.take(off_size)

@@ -8,13 +8,15 @@ as the table of contents has arrived, in three steps that restore every entry ex
    table of contents through a pipe: these entries read no data.
 2. **data**: each table's data block, found in the stream as it passes (pg_archive.BlockFinder),
    is loaded by a `pg_restore -L <its entries>` fed the table of contents and then the block's
-   bytes, `jobs` of them at once. pg_restore reads a pipe sequentially and meets each listed block
-   right where it expects it. A block is loaded while it is still arriving: its bytes are
-   followed in the archive file as the decompression writes them (`GrowingFile`). Small blocks in
-   a row are loaded by one pg_restore (`GROUP_BYTES`), so a thousand tiny tables cost a few
-   processes, not a thousand; a big block starts on its own as soon as it proves big.
-3. **the rest** (indexes, constraints, triggers, sequence values, ACLs, comments: everything not
-   in 1 or 2) by one `pg_restore -j jobs -L <the rest>` from the complete file. These entries
+   bytes, `jobs` of them at once, followed in the same session by the indexes and primary-key or
+   unique constraints that need nothing but that table (`own_indexes`), as `pg_restore -j` does.
+   pg_restore reads a pipe sequentially and meets each listed block right where it expects it.
+   A block is loaded while it is still arriving: its bytes are followed in the archive file as
+   the decompression writes them (`GrowingFile`). Small blocks in a row are loaded by one
+   pg_restore (`GROUP_BYTES`), so a thousand tiny tables cost a few processes, not a thousand;
+   a big block starts on its own as soon as it proves big.
+3. **the rest** (foreign keys, other indexes, triggers, sequence values, ACLs, comments: everything
+   not in 1 or 2) by one `pg_restore -j jobs -L <the rest>` from the complete file. These entries
    read no data, so the file needs no data offsets.
 
 Every step runs with `--exit-on-error` and must exit 0; the first failure stops the loaders still
@@ -36,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dbjobs.engines.base import CHUNK, run_restore
-from dbjobs.engines.pg_archive import BlockFinder, Toc, read_toc
+from dbjobs.engines.pg_archive import SECTION_POST_DATA, BlockFinder, Toc, read_toc
 from dbjobs.errors import RestoreError
 
 # Small tables in a row share one pg_restore until they hold this much data (a process and a connection cost
@@ -127,6 +129,21 @@ def _entry_id(line: str) -> int:
     return int(line.split(";", 1)[0])
 
 
+def own_indexes(toc: Toc, pre_data: set[int]) -> dict[int, list[int]]:
+    """For each `TABLE DATA` entry, the indexes and (primary key, unique) constraints that depend on its table
+    and otherwise only on pre-data entries: they can be built as soon as that table is loaded."""
+    table_data = {e.deps[0]: dump_id for dump_id, e in toc.entries.items()
+                  if e.desc == "TABLE DATA" and len(e.deps) == 1}
+    own: dict[int, list[int]] = {}
+    for dump_id, e in toc.entries.items():
+        if e.section != SECTION_POST_DATA or e.desc not in ("INDEX", "CONSTRAINT"):
+            continue
+        tables = [dep for dep in e.deps if dep in table_data]
+        if len(tables) == 1 and all(dep in pre_data for dep in e.deps if dep != tables[0]):
+            own.setdefault(table_data[tables[0]], []).append(dump_id)
+    return own
+
+
 def _list_file(directory: Path, name: str, lines: Iterable[str]) -> Path:
     path = directory / name
     path.write_text("".join(f"{line}\n" for line in lines))
@@ -145,6 +162,7 @@ class StreamingLoad:
         self.what = what
         self.path = directory / "archive.dump"
         self.lines: dict[int, str] = {}  # dump id -> its `pg_restore -l` line
+        self.own: dict[int, list[int]] = {}  # data entry -> the indexes loaded right after it (`own_indexes`)
         self.blocks = _Blocks()
         self._lock = threading.Lock()  # guards `blocks` between the decompressing thread and the loaders
 
@@ -176,6 +194,7 @@ class StreamingLoad:
         every = _listing(toc_bytes, self.env)
         self.lines = {_entry_id(line): line for line in every}
         pre = _listing(toc_bytes, self.env, "--section=pre-data")
+        self.own = own_indexes(toc, {_entry_id(line) for line in pre})
         finder = BlockFinder(toc)
         steps: list[Future[None]] = []
         with ThreadPoolExecutor(1, thread_name_prefix="dbjobs-pre-data") as first, \
@@ -211,7 +230,7 @@ class StreamingLoad:
             except BaseException:
                 archive.finish(stopped=True)
                 raise
-        done = {*pre, *(self.lines[i] for i in self.blocks.order if i in self.lines)}
+        done = {*pre, *(self.lines[j] for i in self.blocks.order for j in self._with_own(i))}
         remaining = [line for line in every if line not in done]
         if remaining:
             self._pg_restore(_list_file(self.directory, "rest.list", remaining), None, "-j", str(self.jobs))
@@ -241,8 +260,14 @@ class StreamingLoad:
             yield toc_bytes
             yield from archive.read(start, end)
 
-        listed = _list_file(self.directory, f"data-{first}.list", (self.lines[i] for i in ids if i in self.lines))
+        listed = _list_file(self.directory, f"data-{first}.list",
+                            (self.lines[j] for i in ids for j in self._with_own(i)))
         self._pg_restore(listed, stream())
+
+
+    def _with_own(self, data_id: int) -> list[int]:
+        """A data entry and the indexes built right after it, those of them pg_restore lists."""
+        return [i for i in (data_id, *self.own.get(data_id, ())) if i in self.lines]
 
 
 def _chain(head: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
