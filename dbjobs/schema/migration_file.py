@@ -26,7 +26,7 @@ from pathlib import Path
 from dbjobs.errors import MigrationError
 from dbjobs.schema.lint import DESTRUCTIVE, LintWarning
 from dbjobs.schema.render import REBUILD_PREFIX
-from dbjobs.schema.sqlparse import split_statements
+from dbjobs.schema.sqlparse import split_statements, terminated
 
 FORWARD, REVERSE = "-- +dbjobs forward", "-- +dbjobs reverse"
 NAME_RE = re.compile(r"^(\d{4})_\d{8}T\d{6}_[a-z0-9_]+$")
@@ -63,7 +63,7 @@ class MigrationFile:
             lines.append(f"-- shape: {self.shapes[0]} -> {self.shapes[1]}")
         lines += [f"-- warning[{w.category}]: {w.message}" for w in self.warnings]
         lines += ["-- Statements end with ';'. Edit them if needed before applying; an applied file must not change.",
-                  "", FORWARD, *[s + ";" for s in self.forward], "", REVERSE, *[s + ";" for s in self.reverse], ""]
+                  "", FORWARD, *map(terminated, self.forward), "", REVERSE, *map(terminated, self.reverse), ""]
         return "\n".join(lines)
 
     def destructive_statements(self) -> list[str]:

@@ -162,3 +162,12 @@ def test_mysql8_literal_defaults_are_quoted_like_mariadb(default: str, extra: st
     from dbjobs.schema.catalog.mysql import mysql8_default
 
     assert mysql8_default(default, extra) == expected
+
+
+def test_compound_statements_round_trip_through_a_file():
+    from dbjobs.schema.sqlparse import terminated
+
+    body = "CREATE TRIGGER t1 BEFORE INSERT ON t FOR EACH ROW BEGIN SET NEW.v = 1; SET NEW.w = ';'; END"
+    commented = "CREATE INDEX i ON t (a) -- why"
+    script = "\n".join(terminated(s) for s in ["SELECT 1", body, commented, "SELECT 2"])
+    assert split_statements(script) == ["SELECT 1", body, "CREATE INDEX i ON t (a)", "SELECT 2"]
