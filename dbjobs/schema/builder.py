@@ -11,6 +11,7 @@ from typing import Any
 
 from dbjobs.schema.normalize import (
     expression_key,
+    is_numeric_type,
     normalize_action,
     normalize_default,
     normalize_expression,
@@ -48,9 +49,10 @@ class SchemaBuilder:
     def column(self, table: str, name: str, type_: str, *, nullable: bool, default: str | None,
                autoincrement: bool, comment: str | None = None) -> None:
         """Add a column in ordinal order."""
+        kind = normalize_type(self.engine, type_)
         self.table(table)["columns"].append({
-            "name": name, "type": normalize_type(self.engine, type_), "nullable": bool(nullable),
-            "default": None if autoincrement else normalize_default(self.engine, default),
+            "name": name, "type": kind, "nullable": bool(nullable),
+            "default": None if autoincrement else normalize_default(self.engine, default, is_numeric_type(kind)),
             "autoincrement": bool(autoincrement), "comment": None if self.engine == "sqlite" else comment or None,
         })
 

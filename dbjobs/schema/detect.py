@@ -18,11 +18,13 @@ from dbjobs.dburl import DatabaseURL
 from dbjobs.errors import MigrationError
 from dbjobs.gcpause import gc_paused
 from dbjobs.progress import Progress, ProgressCallback, no_progress
+from dbjobs.schema import mysql_plan, sqlite_plan
 from dbjobs.schema.changes import Change, apply_changes, invert
 from dbjobs.schema.diff import diff, shape_fingerprint
 from dbjobs.schema.history import latest_snapshot, record_snapshot, snapshot_dir, write_text
 from dbjobs.schema.lint import DESTRUCTIVE, LOCKING, UNSUPPORTED, LintWarning, lint
 from dbjobs.schema.migration_file import MigrationFile, next_migration_name
+from dbjobs.schema.object_plan import Plan as ObjectPlan
 from dbjobs.schema.pg_diff import Plan, plan
 from dbjobs.schema.probe import probe_data
 from dbjobs.schema.render import render
@@ -53,10 +55,15 @@ class DetectResult:
 
 
 def uses_objects(before: Snapshot, after: Snapshot) -> bool:
-    """Whether the migration comes from the full PostgreSQL object graph (both snapshots carry it, same scope)
-    rather than from the per-table summary (models, MySQL/MariaDB, SQLite)."""
-    return before.engine == "postgresql" and bool(before.objects) and bool(after.objects) and \
-        before.scope == after.scope
+    """Whether the migration comes from the full object graph (both snapshots carry it, same scope)
+    rather than from the per-table summary (models, snapshots taken before objects were recorded)."""
+    return bool(before.objects) and bool(after.objects) and before.scope == after.scope
+
+
+def plan_objects(before: Snapshot, after: Snapshot) -> Plan | ObjectPlan:
+    """The engine's object-graph plan from `before` to `after`."""
+    planner = {"postgresql": plan, "mysql": mysql_plan.plan, "sqlite": sqlite_plan.plan}[before.engine]
+    return planner(before.objects, after.objects)
 
 
 @gc_paused()  # thousands of small dicts and strings, no cycles
@@ -65,7 +72,7 @@ def build_migration(before: Snapshot, after: Snapshot, name: str, changes: list[
     """Pure: the migration file that carries `before` to `after` (`breaks` as for `lint`)."""
     shapes = (shape_fingerprint(before), shape_fingerprint(after))
     if uses_objects(before, after):
-        forward, backward = plan(before.objects, after.objects), plan(after.objects, before.objects)
+        forward, backward = plan_objects(before, after), plan_objects(after, before)
         return MigrationFile(name, before.engine, before.fingerprint, after.fingerprint, plan_warnings(forward),
                              forward.statements, backward.statements, shapes)
     changes = diff(before, after) if changes is None else changes
@@ -75,20 +82,23 @@ def build_migration(before: Snapshot, after: Snapshot, name: str, changes: list[
                          render(changes, before), render(invert(changes), reached), shapes)
 
 
-def plan_warnings(forward: Plan) -> list[LintWarning]:
+def plan_warnings(forward: Plan | ObjectPlan) -> list[LintWarning]:
     """The header warnings of an object-graph migration: what loses data, what it cannot migrate, what locks."""
     warnings = [LintWarning(DESTRUCTIVE, m) for m in forward.destructive]
     warnings += [LintWarning(UNSUPPORTED, m) for m in forward.unsupported]
-    warnings += [LintWarning(LOCKING, f"{s.describe()}: CREATE INDEX blocks writes to its table while it builds; "
-                                      "on a busy table create it CONCURRENTLY outside this migration")
-                 for s in forward.steps if s.kind == "index" and s.action == "create"]
+    if isinstance(forward, Plan):
+        warnings += [LintWarning(LOCKING, f"{s.describe()}: CREATE INDEX blocks writes to its table while it builds;"
+                                          " on a busy table create it CONCURRENTLY outside this migration")
+                     for s in forward.steps if s.kind == "index" and s.action == "create"]
+    else:
+        warnings += [LintWarning(LOCKING, m) for m in forward.locking]
     return warnings
 
 
 def _describe(before: Snapshot, after: Snapshot) -> list[str]:
     """What changed, one line per step (object graph) or per change (summary)."""
     if uses_objects(before, after):
-        found = plan(before.objects, after.objects)
+        found = plan_objects(before, after)
         return [d for s in found.steps for d in s.descriptions()] + [f"unsupported: {u}" for u in found.unsupported]
     return [c.describe() for c in diff(before, after)]
 

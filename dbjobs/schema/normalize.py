@@ -36,6 +36,8 @@ _MYSQL_INT_WIDTH = re.compile(r"^(tinyint|smallint|mediumint|int|integer|bigint)
 _PG_CAST = re.compile(r"::(?:\"[^\"]+\"|[a-z_][a-z0-9_]*)(?:\s+(?:varying|precision|with(?:out)? time zone))*(?:\[\])?"
                       r"(?:\(\d+(?:,\d+)?\))?", re.IGNORECASE)
 _PAREN_LITERAL = re.compile(r"\((-?\d+(?:\.\d+)?|'(?:[^']|'')*')\)")
+_NUMERIC_TYPES = ("int", "integer", "bigint", "smallint", "tinyint", "mediumint", "decimal", "numeric", "float",
+                  "double", "real", "boolean", "bool", "bit", "serial", "money")
 _QUOTED_IDENTIFIER = re.compile(r"[`\"]([A-Za-z_][A-Za-z0-9_]*)[`\"]")
 _QUOTED_NUMBER = re.compile(r"^'(-?\d+(?:\.\d+)?)'$")
 _NUMBER = re.compile(r"^(-?\d+)(\.\d+)$")
@@ -85,20 +87,37 @@ def normalize_type(engine: str, raw: str) -> str:
             return "boolean" + text[len("tinyint(1)"):]
         text = _MYSQL_INT_WIDTH.sub(lambda m: m.group(1), text)
         head, _, tail = text.partition("(")
-        head = MYSQL_TYPE_ALIASES.get(head, head)
+        first, space, attributes = head.partition(" ")  # `integer unsigned`: the attributes stay
+        head = MYSQL_TYPE_ALIASES.get(head, MYSQL_TYPE_ALIASES.get(first, first) + space + attributes)
         return head + ("(" + tail if tail else "")
     return text
 
 
+def _unwrap_literals(text: str) -> str:
+    """`(0)` → `0` and `('a')` → `'a'` where the parentheses only group, never where they are a call's or a
+    list's (`count(1)`, `current_timestamp(6)`, `IN ('a')` keep theirs)."""
+    def unwrap(match: re.Match[str]) -> str:
+        before = text[:match.start()].rstrip()
+        grouping = not before or not (before[-1].isalnum() or before[-1] in "_$`\"")
+        return match.group(1) if grouping else match.group(0)
+    return _PAREN_LITERAL.sub(unwrap, text)
+
+
+def is_numeric_type(type_: str) -> bool:
+    """Whether a (normalized) column type holds numbers: only their defaults are compared as numbers."""
+    return type_.split("(")[0].split()[0] in _NUMERIC_TYPES if type_ else False
+
+
 @lru_cache(maxsize=4096)
-def normalize_default(engine: str, raw: str | None) -> str | None:
-    """A server default as comparable SQL text: casts, outer parens and case of keywords removed."""
+def normalize_default(engine: str, raw: str | None, numeric: bool = True) -> str | None:
+    """A server default as comparable SQL text: casts, outer parens and case of keywords removed. A quoted
+    number is a number only for a `numeric` column: `'1.00'` and `'1'` are different strings."""
     if raw is None:
         return None
     text = _squash(raw)
     if engine == "postgresql":
         text = outside_quotes(text, lambda part: _PG_CAST.sub("", part))
-    text = strip_outer_parens(_PAREN_LITERAL.sub(r"\1", text))
+    text = strip_outer_parens(_unwrap_literals(text))
     if text.upper() == "NULL" or not text:
         return None
     text = outside_quotes(text, str.lower)
@@ -108,6 +127,8 @@ def normalize_default(engine: str, raw: str | None) -> str | None:
     if engine == "mysql" and text in {"true", "false"}:
         text = "1" if text == "true" else "0"
     quoted_number = _QUOTED_NUMBER.match(text)
+    if not numeric:
+        return text
     text = quoted_number.group(1) if quoted_number else text
     return _NUMBER.sub(lambda m: m.group(1) if set(m.group(2)) <= {"0", "."} else m.group(0).rstrip("0"), text)
 
@@ -123,7 +144,7 @@ def normalize_expression(engine: str, raw: str) -> str:
     quote = _quoter(engine)
     text = outside_quotes(text, lambda part: _QUOTED_IDENTIFIER.sub(
         lambda m: m.group(1) if quote(m.group(1)) == m.group(1) else m.group(0), part))
-    return strip_outer_parens(_PAREN_LITERAL.sub(r"\1", text))
+    return strip_outer_parens(_unwrap_literals(text))
 
 
 @lru_cache(maxsize=4)

@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
+from sqlalchemy.dialects import mysql
 
 from dbjobs.schema.changes import Change, apply_changes
 from dbjobs.schema.snapshot import Snapshot
@@ -28,6 +29,8 @@ SQLITE_NATIVE = {"create_table", "drop_table", "rename_table", "rename_column", 
 TABLE_KINDS = {"add_column", "drop_column", "alter_column", "rename_column", "set_primary_key", "add_unique",
                "drop_unique", "add_index", "drop_index", "add_fk", "drop_fk", "add_check", "drop_check"}
 INTEGER_TYPES = {"integer": sa.Integer, "int": sa.Integer, "bigint": sa.BigInteger, "smallint": sa.SmallInteger}
+MYSQL_INTEGER_TYPES = {"tinyint": mysql.TINYINT, "smallint": mysql.SMALLINT, "mediumint": mysql.MEDIUMINT,
+                       "int": mysql.INTEGER, "integer": mysql.INTEGER, "bigint": mysql.BIGINT}
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 
 
@@ -95,10 +98,21 @@ def _needs_rebuild(change: Change) -> bool:
     return change.kind not in SQLITE_NATIVE
 
 
+def _autoincrement_type(spec: str) -> sa.types.TypeEngine[Any] | None:
+    """A real integer type for an autoincrementing column (SQLAlchemy renders SERIAL/AUTO_INCREMENT only for
+    those), MySQL's UNSIGNED and ZEROFILL kept."""
+    words = spec.split()
+    base = words[0].split("(")[0] if words else ""
+    if len(words) > 1 and base in MYSQL_INTEGER_TYPES:
+        return MYSQL_INTEGER_TYPES[base](unsigned="unsigned" in words, zerofill="zerofill" in words)
+    factory = INTEGER_TYPES.get(spec)
+    return factory() if factory else None
+
+
 def column_of(engine: str, column: dict[str, Any]) -> sa.Column:
     """A SQLAlchemy column for a snapshot column (integers get real types so SERIAL/AUTO_INCREMENT render)."""
-    type_factory = INTEGER_TYPES.get(column["type"]) if column["autoincrement"] else None
-    return sa.Column(column["name"], type_factory() if type_factory else RawType(column["type"]),
+    real = _autoincrement_type(column["type"]) if column["autoincrement"] else None
+    return sa.Column(column["name"], real if real is not None else RawType(column["type"]),
                      nullable=column["nullable"], autoincrement=column["autoincrement"],
                      server_default=sa.text(column["default"]) if column["default"] is not None else None,
                      comment=column["comment"] if engine != "sqlite" else None)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from dbjobs.dburl import DatabaseURL
@@ -39,8 +41,8 @@ class Snapshot:
     def to_dict(self) -> dict[str, Any]:
         """The JSON-able form (also what the fingerprint hashes).
 
-        `objects` (PostgreSQL: every object of the schemas in `scope`, with the server's own SQL
-        and dependencies) is what snapshot-to-snapshot migrations are computed from; the
+        `objects` (every object, with the server's own SQL; on PostgreSQL those of the schemas in
+        `scope`, with their dependencies) is what snapshot-to-snapshot migrations are computed from; the
         per-table summary above it is what models are compared with."""
         data = {"format": FORMAT_VERSION, "engine": self.engine, "tables": self.tables, "enums": self.enums,
                 "sequences": self.sequences, "views": self.views}
@@ -124,7 +126,7 @@ def take_snapshot(db: DatabaseURL, scope: dict[str, list[str]] | None = None) ->
     `exclude_schemas`: all non-system ones but these; default all non-system schemas).
     A SQLite file that does not exist yet is an empty schema: taking a snapshot never creates it.
     """
-    from dbjobs.schema.catalog import mysql, pg_objects, postgres, sqlite
+    from dbjobs.schema.catalog import pg_objects, postgres
 
     if db.engine == "sqlite" and db.database not in ("", ":memory:") and not db.sqlite_path.exists():
         return Snapshot("sqlite")
@@ -139,7 +141,7 @@ def take_snapshot(db: DatabaseURL, scope: dict[str, list[str]] | None = None) ->
                 objects = pg_objects.read_objects(conn, scope.get("schemas"), scope.get("exclude_schemas"), current)
                 postgres.read(conn, builder, current)
             else:
-                {"mysql": mysql.read, "sqlite": sqlite.read}[db.engine](conn, builder)
+                objects = _read_with_objects(engine, conn, db.engine, builder)
     except DBAPIError as exc:
         raise DatabaseUnavailableError(
             f"cannot read the schema of database {db.alias!r} at {db.redacted()}: {first_line(exc.orig)}; "
@@ -149,6 +151,28 @@ def take_snapshot(db: DatabaseURL, scope: dict[str, list[str]] | None = None) ->
         engine.dispose()
     base = Snapshot.from_builder(builder)
     return Snapshot(base.engine, base.tables, base.enums, base.sequences, base.views, objects, scope)
+
+
+def _read_with_objects(engine: Engine, conn: Connection, name: str, builder: SchemaBuilder) -> dict[str, Any]:
+    """MySQL/MariaDB and SQLite: the per-table summary into `builder`, and every object as the engine writes it.
+    MySQL's objects take one SHOW CREATE per table: they are read on a connection of their own beside the
+    summary."""
+    from dbjobs.schema.catalog import mysql, mysql_objects, sqlite, sqlite_objects
+
+    summary = {"mysql": mysql.read, "sqlite": sqlite.read}[name]
+    read_objects = {"mysql": mysql_objects, "sqlite": sqlite_objects}[name].read_objects
+    if name != "mysql":
+        summary(conn, builder)
+        return read_objects(conn)
+
+    def on_own_connection() -> dict[str, Any]:
+        with engine.connect() as other:
+            return read_objects(other)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        beside = pool.submit(on_own_connection)
+        summary(conn, builder)
+        return beside.result()
 
 
 def first_line(error: object) -> str:
