@@ -110,8 +110,8 @@ def is_numeric_type(type_: str) -> bool:
 
 @lru_cache(maxsize=4096)
 def normalize_default(engine: str, raw: str | None, numeric: bool = True) -> str | None:
-    """A server default as comparable SQL text: casts, outer parens and case of keywords removed. A quoted
-    number is a number only for a `numeric` column: `'1.00'` and `'1'` are different strings."""
+    """A server default as comparable SQL text: casts, outer parens and case of keywords removed. A number's
+    spelling (`1.00` = `1`) is ignored only for a `numeric` column: `'1.00'` and `'1'` are different strings."""
     if raw is None:
         return None
     text = _squash(raw)
@@ -127,9 +127,9 @@ def normalize_default(engine: str, raw: str | None, numeric: bool = True) -> str
     if engine == "mysql" and text in {"true", "false"}:
         text = "1" if text == "true" else "0"
     quoted_number = _QUOTED_NUMBER.match(text)
+    text = quoted_number.group(1) if quoted_number else text
     if not numeric:
         return text
-    text = quoted_number.group(1) if quoted_number else text
     return _NUMBER.sub(lambda m: m.group(1) if set(m.group(2)) <= {"0", "."} else m.group(0).rstrip("0"), text)
 
 

@@ -471,7 +471,7 @@ def test_models_mode_keeps_unsigned_auto_increment_function_defaults_and_numeric
     sa.Table("u", models, sa.Column("id", mysql.BIGINT(unsigned=True), primary_key=True, autoincrement=True))
     path, desired = write_migration(db, models, tmp_path)
     text = path.read_text()
-    assert "current_timestamp(6)" in text and "'1.00'" in text and "AUTO_INCREMENT" in text
+    assert "current_timestamp(6)" in text and "DEFAULT 1.00" in text and "AUTO_INCREMENT" in text
     apply(db, path)
     assert_schema(db, desired)
     run_mysql(db, "insert into t (v) values (default); insert into u values ()")
