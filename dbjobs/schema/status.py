@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from dbjobs.dburl import DatabaseURL
 from dbjobs.schema.history import latest_snapshot
-from dbjobs.schema.snapshot import take_snapshot
+from dbjobs.schema.snapshot import Snapshot, take_snapshot
 
 if TYPE_CHECKING:
     from dbjobs.status import SchemaState
@@ -21,5 +21,7 @@ def probe(db: DatabaseURL, schema_dir: Path) -> SchemaState:
 
     newest = latest_snapshot(schema_dir, db.alias)
     live = take_snapshot(db, newest.scope if newest else None)  # in the schemas the history covers
+    if newest is not None and not newest.objects:  # a history from before snapshots held every object
+        live = Snapshot(live.engine, live.tables, live.enums, live.sequences, live.views, {}, live.scope)
     return SchemaState(live.fingerprint, newest.fingerprint if newest else None,
                        pending_migrations(db, schema_dir))

@@ -479,3 +479,20 @@ def test_models_mode_keeps_unsigned_auto_increment_function_defaults_and_numeric
     apply(db, path, reverse=True)
     assert _rows(db, "SELECT count(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
                      "AND TABLE_NAME = 'u'") == [(0,)]
+
+
+def test_a_history_from_before_objects_shows_no_drift(sqlite_engine, tmp_path):
+    from dbjobs.schema.history import record_snapshot
+    from dbjobs.schema.snapshot import Snapshot, take_snapshot
+    from dbjobs.schema.status import probe
+
+    engine, source, _ = sqlite_engine
+    engine.run(source, "create table t (x int); create trigger tr after insert on t begin select 1; end")
+    live = take_snapshot(source)
+    record_snapshot(tmp_path, source.alias, Snapshot(live.engine, live.tables, live.enums, live.sequences, live.views))
+    state = probe(source, tmp_path)
+    assert state.fingerprint == state.snapshot_fingerprint
+    result = detect_migrations(source, tmp_path)  # the next detect records the objects, without a migration
+    assert not result.changed and result.snapshot_file
+    engine.run(source, "drop trigger tr")
+    assert detect_migrations(source, tmp_path).changes == ["drop trigger tr"]
