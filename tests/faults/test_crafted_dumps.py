@@ -3,14 +3,17 @@
 A manifest proves only that a file is the one it describes. An empty dump, a stray `SELECT 1;`,
 a gigabyte of NUL bytes compressed to a few kilobytes, or a dump cut short at a statement
 boundary must each be refused with a one-line error before the live database changes, on every
-engine; the bomb must never be decompressed beyond what its manifest says (nor next to the live
-database). What must not be lost: every row of the database as it was.
+engine and on both paths (in the caller's process, and `restore --yes --wait` through a real worker on
+the suite's Redis); the bomb must never be decompressed beyond what its manifest says (nor next to the
+live database). What must not be lost: every row of the database as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,6 +26,9 @@ from dbjobs.pipeline import write_atomic, write_compressed
 from dbjobs.progress import no_progress
 from dbjobs.storage.local import LocalStorage
 from tests.backup_support import backup_files, build_sample, db, mutate, raw_dump, settings_for, snapshot
+from tests.celery_support import celery_env, flushed_redis, run_cli, start_worker
+
+REDIS_DB = 3
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -68,8 +74,48 @@ CRAFTED: dict[str, tuple[Callable[[bytes, str], Iterator[bytes]], bool]] = {
 }
 
 
+Restorer = Callable[[str], str]  # a backup id -> the one-line message the refused restore gave
+
+
+@contextlib.contextmanager
+def in_process(url: str, backups: Path) -> Iterator[Restorer]:
+    """The restore job run in the test's own process, as the CLI runs it without a broker."""
+    def restore(backup_id: str) -> str:
+        with pytest.raises((BackupInvalidError, RestoreError)) as refused:
+            run_job("dbjobs.restore", settings_for(backups, main=url), {"backup": backup_id, "confirmed": True})
+        return str(refused.value)
+    yield restore
+
+
+@contextlib.contextmanager
+def through_a_worker(url: str, backups: Path) -> Iterator[Restorer]:
+    """`cli.py restore ID --yes --wait` submitted to a real worker; the worker's own files live in a subfolder."""
+    base = backups / "worker"
+    base.mkdir()
+    env = celery_env(base, flushed_redis(REDIS_DB), DBJOBS_DATABASES=json.dumps({"main": url}),
+                     DBJOBS_BACKUP_DIR=str(backups))
+    worker = start_worker(env, base, "crafted")
+    worker.wait_for_log("initial schema snapshot of main")  # its catalog reads are done before the test compares
+
+    def restore(backup_id: str) -> str:
+        done = run_cli(env, base, "restore", backup_id, "--yes", "--wait")
+        assert done.returncode == 1 and "submitted dbjobs.restore as task" in done.stderr, done.stderr
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: ") and "Traceback" not in done.stderr, done.stderr
+        return last.removeprefix("error: ")
+    try:
+        yield restore
+    finally:
+        worker.stop()
+        flushed_redis(REDIS_DB)
+
+
+PATHS = {"in-process": in_process, "worker": through_a_worker}
+
+
+@pytest.mark.parametrize("path", ["in-process", pytest.param("worker", marks=pytest.mark.redis)])
 @pytest.mark.parametrize("crafted", list(CRAFTED))
-def test_crafted_dumps_are_refused_and_nothing_changes(db_url: str, tmp_path: Path, crafted: str) -> None:
+def test_crafted_dumps_are_refused_and_nothing_changes(db_url: str, tmp_path: Path, crafted: str, path: str) -> None:
     build_sample(db_url)
     settings = settings_for(tmp_path, main=db_url)
     result = run_job("dbjobs.backup", settings, {"database": "main"})
@@ -78,12 +124,11 @@ def test_crafted_dumps_are_refused_and_nothing_changes(db_url: str, tmp_path: Pa
     current = snapshot(db_url)
     pieces, refused_at_once = CRAFTED[crafted]
     craft(backup, lambda raw: pieces(raw, db(db_url).engine))
-    files = backup_files(tmp_path)
 
-    with pytest.raises((BackupInvalidError, RestoreError)) as refused:
-        run_job("dbjobs.restore", settings, {"backup": result["id"], "confirmed": True})
+    with PATHS[path](db_url, tmp_path) as restore:
+        files = backup_files(tmp_path)
+        message = restore(result["id"])
 
-    message = str(refused.value)
     assert "\n" not in message and ("nothing was changed" in message or "unchanged" in message), message
     assert snapshot(db_url) == current, f"{crafted}: the database changed"
     if refused_at_once:
