@@ -12,7 +12,6 @@ the MariaDB password (the client tools read it from a pipe).
 from __future__ import annotations
 
 import json
-import sqlite3
 import tempfile
 import time
 import uuid
@@ -23,11 +22,15 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from dbjobs.engines.dblock import hold
+from dbjobs.inuse import in_use
 from dbjobs.jobs import run_job
 from tests.backup_support import (
     build_sample,
     connect,
     copy_snapshot,
+    db,
+    dump_path,
     mutate,
     mysql_objects,
     settings_for,
@@ -94,6 +97,15 @@ MYSQL_OBJECTS = [
 ]
 MYSQL_CHANGES = ["CREATE OR REPLACE FUNCTION one() RETURNS INT DETERMINISTIC RETURN 2",
                  "CREATE VIEW big AS SELECT id FROM orders WHERE total > 100"]
+
+
+def _target(engine: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The database to restore into: MariaDB through an account with a password, a scratch PostgreSQL, a file."""
+    if engine == "mysql":
+        return _with_user(request.getfixturevalue("mysql_url"), request.getfixturevalue("mysql_user"))
+    if engine == "postgresql":
+        return request.getfixturevalue("pg_url")
+    return f"sqlite:///{tmp_path / 'live.sqlite3'}"
 
 
 def _objects(url: str) -> dict:
@@ -181,11 +193,7 @@ POINTS: dict[str, tuple[str, Callable[[Case], bool]]] = {
 def test_a_killed_restore_is_the_before_state_then_the_backup(point: str, request: pytest.FixtureRequest,
                                                               tmp_path: Path) -> None:
     engine, reached = POINTS[point]
-    if engine == "mysql":
-        url = _with_user(request.getfixturevalue("mysql_url"), request.getfixturevalue("mysql_user"))
-        case = _prepare(url, tmp_path, "app", rows=150_000)
-    else:
-        case = _prepare(f"sqlite:///{tmp_path / 'live.sqlite3'}", tmp_path, "app", rows=400_000)
+    case = _prepare(_target(engine, request, tmp_path), tmp_path, "app", rows=150_000 if engine == "mysql" else 400_000)
     blocker = _Blocker(case.url, BLOCKS[point]) if point in BLOCKS else None
     first = start_worker(case.env, tmp_path, "first")
     workers: list[Proc] = [first]
@@ -258,28 +266,39 @@ BLOCKS = {  # kill point: what the blocking transaction uses (the trigger is on 
 }
 
 
-def test_cleanup_during_a_restore_skips_the_backup_being_read(tmp_path: Path) -> None:
-    """A cleanup that would delete every backup runs while a worker restores one: that one is kept and restored."""
-    case = _prepare(f"sqlite:///{tmp_path / 'live.sqlite3'}", tmp_path, "app", rows=400_000)
+@pytest.mark.parametrize("engine", ["postgresql", "mysql", "sqlite"])
+def test_cleanup_during_a_restore_skips_the_backup_being_read(engine: str, request: pytest.FixtureRequest,
+                                                              tmp_path: Path) -> None:
+    """A cleanup that would delete every backup runs while a worker restores one: that one is kept and restored.
+
+    The test holds the database's own job lock, so the restore waits for it with its backup open (verified,
+    marked in use) on every engine; the cleanup runs then, and the restore goes on once the test lets go."""
+    case = _prepare(_target(engine, request, tmp_path), tmp_path, "app", rows=2000)
+    other = run_job("dbjobs.backup", settings_for(case.backups, app=case.url), {"database": "app"})["id"]
     env = {**case.env, "DBJOBS_VISIBILITY_TIMEOUT": "600"}  # nothing is killed here: no redelivery wanted
     worker = start_worker(env, tmp_path, "both", concurrency=2)
-    writer = sqlite3.connect(tmp_path / "live.sqlite3")
-    writer.execute("BEGIN IMMEDIATE")  # an application write in progress: the restore's copy waits for it
+    dump = dump_path(case.backups, case.backup_id)
     try:
-        task_id = run_cli(env, tmp_path, "restore", case.backup_id, "--yes").stdout.strip()
-        wait_until(lambda: _stage_file(case), 120, "the restore never started loading")
-        cleaned = cli_json(env, tmp_path, "cleanup", "--keep-days", "0", "--min-keep", "0", "--allow-empty", "--wait")
-        writer.rollback()
+        with hold(db(case.url, "app"), "the test", wait=10):  # an interleaving job, as far as the restore knows
+            task_id = run_cli(env, tmp_path, "restore", case.backup_id, "--yes").stdout.strip()
+            wait_until(lambda: in_use(dump), 120, "the restore never opened its backup")
+            cleaned = cli_json(env, tmp_path, "cleanup", "--keep-days", "0", "--min-keep", "0", "--allow-empty",
+                               "--wait")
+            assert snapshot(case.url) == case.before, "the restore went past the database's lock"
+            released = time.monotonic()
         result = cli_json(env, tmp_path, "result", task_id, "--wait")
+        recovery = time.monotonic() - released
     finally:
-        writer.close()
         worker.stop()
         flushed_redis(REDIS_DB)
     assert cleaned["in_use"] == [case.backup_id]
-    assert case.backup_id not in [row["id"] for row in cleaned["deleted"]]
-    assert (case.backups / f"{case.backup_id}.dump.zst").is_file()
+    assert [row["id"] for row in cleaned["deleted"]] == [other]
+    assert dump.is_file() and not dump_path(case.backups, other).exists()
     assert result["backup_id"] == case.backup_id
-    assert snapshot(case.url) == case.restored
+    assert snapshot(case.url) == case.restored and _objects(case.url) == case.restored_objects
+    _no_secret_left(case)
+    TIMES.append(("cleanup during the restore", engine, "the backup being read kept, the rest deleted; before state "
+                  "until the restore goes on, then the backup row for row; no secret file", recovery))
 
 
 def test_a_restore_whose_lock_redis_forgot_stops_before_the_swap(mysql_url: str, mysql_user: str,
