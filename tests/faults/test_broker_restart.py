@@ -2,9 +2,10 @@
 
 Redis runs append-only (as docker-compose.yml runs it), so the queue and the unacknowledged job survive the
 restart; what must not be lost is the worker process itself (kombu 5.7.0 exited with `'NoneType' object has
-no attribute 'hostname'` from `restore_unacked_once` after such a restart) and the job's one backup.
-The job is held running across the outage by a table lock the test takes (pg_dump waits for it), so the
-outage falls inside the job however fast the machine is.
+no attribute 'hostname'` from `restore_unacked_once` after such a restart), nor the job: a restore, on every
+engine, gives the backup row for row. The restore is held running across the outage by the database's own job
+lock, which the test takes (the restore waits for it with its backup open), so the outage falls inside the
+job however fast the machine is.
 
 A Redis that restarts empty forgets the running job's lock: the job must notice (its fence) and stop before
 its next step rather than run beside the job that takes the lock next.
@@ -12,6 +13,8 @@ its next step rather than run beside the job that takes the lock next.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import socket
 import subprocess
 import sys
@@ -22,10 +25,14 @@ import psycopg
 import pytest
 import redis
 
+from dbjobs.engines.dblock import hold
+from dbjobs.inuse import in_use
+from dbjobs.jobs import run_job
+from tests.backup_support import build_sample, db, dump_path, mutate, row_counts, settings_for, snapshot
 from tests.celery_support import celery_env, cli_json, manifests, run_cli, start_worker, wait_until
 from tests.redis_server import OwnedRedis
 
-pytestmark = [pytest.mark.redis, pytest.mark.postgres]
+pytestmark = pytest.mark.redis
 OUTAGE = 5.0
 
 
@@ -34,46 +41,55 @@ def _waiting_dump(conn: psycopg.Connection) -> bool:
                              "AND wait_event_type = 'Lock'").fetchone()[0])
 
 
+TARGETS = {"postgresql": "pg_url", "mysql": "mysql_url", "sqlite": None}  # the fixture of each engine's database
+
+
 @pytest.mark.parametrize("finish", ["during the outage", "after the restart"])
-def test_worker_survives_a_redis_restart_during_a_job_and_runs_the_next(tmp_path: Path, pg_url: str,
-                                                                         finish: str) -> None:
-    server = OwnedRedis(tmp_path / "redis", appendonly=True).start()
-    env = celery_env(tmp_path, server.url(0), DBJOBS_DATABASES=f"pg={pg_url}", DBJOBS_LOCK_TTL="60")
+@pytest.mark.parametrize("engine", list(TARGETS))
+def test_worker_survives_a_redis_restart_during_a_job_and_runs_the_next(tmp_path: Path, engine: str, finish: str,
+                                                                         request: pytest.FixtureRequest) -> None:
+    """A restore is held across the outage by the database's own job lock, which the test holds (the restore waits
+    for it with its backup open); the test lets it go during the outage or after Redis is back."""
+    fixture = TARGETS[engine]
+    url = request.getfixturevalue(fixture) if fixture else f"sqlite:///{tmp_path / 'live.sqlite3'}"
     backups = tmp_path / "backups"
-    conninfo = pg_url.replace("postgresql://", "postgresql://", 1)
-    with psycopg.connect(conninfo, autocommit=True) as setup:
-        setup.execute("CREATE TABLE items AS SELECT g AS id, md5(g::text) AS name FROM generate_series(1, 5000) g")
+    build_sample(url)
+    backup_id = run_job("dbjobs.backup", settings_for(backups, app=url), {"database": "app"})["id"]
+    restored = snapshot(url)
+    mutate(url)
+    server = OwnedRedis(tmp_path / "redis", appendonly=True).start()
+    env = celery_env(tmp_path, server.url(0), DBJOBS_DATABASES=json.dumps({"app": url}), DBJOBS_LOCK_TTL="60")
     worker = start_worker(env, tmp_path, "steady")
     worker.wait_for_log("initial schema snapshot of ")  # its catalog reads are done
-    holder = psycopg.connect(conninfo)
-    watcher = psycopg.connect(conninfo, autocommit=True)
-    try:
-        holder.execute("LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
-        task_id = run_cli(env, tmp_path, "backup", "--database", "pg").stdout.strip()
-        wait_until(lambda: _waiting_dump(watcher), 60, "the backup never reached the table")
-        server.stop()
-        time.sleep(OUTAGE / 2)
-        if finish == "during the outage":
-            holder.rollback()
-        time.sleep(OUTAGE / 2)
-        server.start()
-        holder.rollback()
-        first = cli_json(env, tmp_path, "result", task_id, "--wait")
-        time.sleep(3)  # the moment kombu 5.7.0 restored its unacked messages and exited
-        assert worker.popen.poll() is None, f"the worker exited after the Redis restart:\n{worker.text()[-3000:]}"
-        second = cli_json(env, tmp_path, "backup", "--database", "pg", "--wait")
-        assert worker.popen.poll() is None
-        log = worker.text()
-    finally:
-        holder.close()
-        watcher.close()
-        worker.stop()
-        server.stop()
+    with contextlib.ExitStack() as held:
+        held.enter_context(hold(db(url, "app"), "the test", wait=10))
+        try:
+            task_id = run_cli(env, tmp_path, "restore", backup_id, "--yes").stdout.strip()
+            wait_until(lambda: in_use(dump_path(backups, backup_id)), 60, "the restore never opened its backup")
+            server.stop()
+            time.sleep(OUTAGE / 2)
+            if finish == "during the outage":
+                held.close()
+            time.sleep(OUTAGE / 2)
+            server.start()
+            held.close()
+            restarted = time.monotonic()
+            first = cli_json(env, tmp_path, "result", task_id, "--wait")
+            recovery = time.monotonic() - restarted
+            time.sleep(3)  # the moment kombu 5.7.0 restored its unacked messages and exited
+            assert worker.popen.poll() is None, f"the worker exited after the Redis restart:\n{worker.text()[-3000:]}"
+            second = cli_json(env, tmp_path, "backup", "--database", "app", "--wait")
+            assert worker.popen.poll() is None
+            log = worker.text()
+        finally:
+            worker.stop()
+            server.stop()
     assert "AttributeError" not in log, log[-3000:]
-    assert sorted(m["id"] for m in manifests(backups)) == sorted([first["id"], second["id"]])
-    assert first["row_counts"] == second["row_counts"] == {"public.items": 5000}
-    assert first["extra"] == {"request_id": task_id}
-
+    assert first["backup_id"] == backup_id and snapshot(url) == restored, "the restore did not give the backup"
+    assert second["row_counts"] == row_counts(url)
+    ours = [m for m in manifests(backups) if m["kind"] != "safety"]  # a restore in place keeps a safety backup
+    assert sorted(m["id"] for m in ours) == sorted([backup_id, second["id"]])
+    print(f"\nRedis restarted during a {engine} restore ({finish}): done {recovery:.1f} s after Redis was back")
 
 
 def _lock_holder(url: str) -> str:
@@ -84,6 +100,7 @@ def _lock_holder(url: str) -> str:
         client.close()
 
 
+@pytest.mark.postgres
 def test_a_job_whose_lock_redis_forgot_stops_and_reruns_after_the_job_that_took_it(tmp_path: Path,
                                                                                    pg_url: str) -> None:
     """Redis restarts empty (no append-only file, or a failover): the running backup's lock is gone and a second
