@@ -9,6 +9,7 @@ fast or busy the machine is.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -19,7 +20,7 @@ import pytest
 from tests.celery_support import celery_env, cli_json, manifests, run_cli, start_worker, wait_until
 from tests.redis_server import OwnedRedis
 
-pytestmark = [pytest.mark.redis, pytest.mark.postgres]
+pytestmark = pytest.mark.redis
 HEADER = "-- dbjobs migration {name}\n-- engine: {engine}\n-- +dbjobs forward\n{forward}\n-- +dbjobs reverse\n"
 
 
@@ -44,6 +45,7 @@ def pg(pg_url: str):  # type: ignore[no-untyped-def]
         yield conn
 
 
+@pytest.mark.postgres
 def test_a_killed_workers_backup_comes_back_within_minutes_with_default_settings(
         tmp_path: Path, server: OwnedRedis, pg: psycopg.Connection, pg_url: str) -> None:
     env = celery_env(tmp_path, server.url(0), DBJOBS_DATABASES=f"pg={pg_url}", DBJOBS_LOCK_TTL="60")
@@ -83,6 +85,7 @@ def test_a_killed_workers_backup_comes_back_within_minutes_with_default_settings
     print(f"\nkill -9 during backup: worker death told after {told:.0f} s, job complete {recovered:.0f} s after")
 
 
+@pytest.mark.postgres
 def test_a_live_job_longer_than_the_visibility_timeout_is_never_handed_to_another_worker(
         tmp_path: Path, server: OwnedRedis, pg: psycopg.Connection, pg_url: str) -> None:
     env = celery_env(tmp_path, server.url(0), DBJOBS_DATABASES=f"pg={pg_url}", DBJOBS_VISIBILITY_TIMEOUT="3",
@@ -114,6 +117,8 @@ class Target:
         self.engine, self.url = engine, url
         if engine == "postgresql":
             self.conn = psycopg.connect(url, autocommit=True)
+        elif engine == "sqlite":
+            self.conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None, timeout=20)
         else:
             import pymysql
 
@@ -121,8 +126,10 @@ class Target:
             self.conn = pymysql.connect(host=parts.hostname, port=parts.port or 3306, user=parts.username,
                                         database=parts.path.lstrip("/"), autocommit=True)
         self.query("CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(40))")
-        self.query("INSERT INTO items SELECT g, 'item' FROM generate_series(1, 2000) g" if engine == "postgresql"
-                   else "INSERT INTO items SELECT seq, 'item' FROM seq_1_to_2000")
+        self.query({"postgresql": "INSERT INTO items SELECT g, 'item' FROM generate_series(1, 2000) g",
+                    "mysql": "INSERT INTO items SELECT seq, 'item' FROM seq_1_to_2000",
+                    "sqlite": "WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < 2000) "
+                              "INSERT INTO items SELECT i, 'item' FROM g"}[engine])
 
     def query(self, sql: str) -> list[tuple]:
         cursor = self.conn.cursor()
@@ -130,13 +137,20 @@ class Target:
         return list(cursor.fetchall()) if cursor.description else []
 
     def sleep_statement(self) -> str:
-        """A statement that sleeps a minute unless the table go_on exists."""
+        """A statement that sleeps a minute unless the table go_on exists (SQLite, which cannot sleep, counts to
+        ten billion instead)."""
         if self.engine == "postgresql":
             return "SELECT pg_sleep(CASE WHEN to_regclass('go_on') IS NULL THEN 60 ELSE 0 END)"
+        if self.engine == "sqlite":
+            return ("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < (SELECT CASE WHEN "
+                    "EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'go_on') THEN 0 ELSE 10000000000 END)) "
+                    "SELECT count(*) FROM n")
         return ("DO SLEEP(IF((SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() "
                 "AND table_name = 'go_on') = 0, 60, 0))")
 
     def sleeping(self) -> bool:
+        if self.engine == "sqlite":  # the migration's exclusive transaction has written (its first ALTER)
+            return Path(self.url.removeprefix("sqlite:///") + "-journal").exists()
         if self.engine == "postgresql":
             return bool(self.query("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
                                    "AND datname = current_database()")[0][0])
@@ -144,15 +158,18 @@ class Target:
                                "AND id <> CONNECTION_ID()")[0][0])
 
     def columns(self) -> list[str]:
+        if self.engine == "sqlite":
+            return [r[1] for r in self.query("PRAGMA table_info(items)")]
         schema = "current_schema()" if self.engine == "postgresql" else "DATABASE()"
         return [r[0] for r in self.query("SELECT column_name FROM information_schema.columns WHERE table_name = "
                                          f"'items' AND table_schema = {schema} ORDER BY ordinal_position")]
 
 
-@pytest.mark.parametrize("engine", ["postgresql", "mysql"])
+@pytest.mark.parametrize("engine", ["postgresql", "mysql", "sqlite"])
 def test_a_worker_killed_mid_migration_frees_the_database_and_the_job_completes(
         tmp_path: Path, server: OwnedRedis, engine: str, request: pytest.FixtureRequest) -> None:
-    url = request.getfixturevalue("pg_url" if engine == "postgresql" else "mysql_url")
+    url = (f"sqlite:///{tmp_path / 'target.sqlite3'}" if engine == "sqlite"
+           else request.getfixturevalue("pg_url" if engine == "postgresql" else "mysql_url"))
     target = Target(engine, url)
     migration = tmp_path / "0001_20260101T000000_slow.sql"
     forward = ["ALTER TABLE items ADD COLUMN c INTEGER", target.sleep_statement(),
@@ -169,9 +186,12 @@ def test_a_worker_killed_mid_migration_frees_the_database_and_the_job_completes(
         wait_until(target.sleeping, 60, "the migration never reached its slow statement")
         first.kill()
         killed = time.monotonic()
-        target.query("SET lock_timeout = '20s'" if engine == "postgresql" else "SET SESSION lock_wait_timeout = 20")
+        target.query({"postgresql": "SET lock_timeout = '20s'", "mysql": "SET SESSION lock_wait_timeout = 20",
+                      "sqlite": "PRAGMA busy_timeout = 20000"}[engine])
         assert target.query("SELECT count(*) FROM items")[0][0] == 2000  # the application gets through
         unblocked = time.monotonic() - killed
+        # While killed: a transactional engine rolled statement 1 back; MariaDB committed it (DDL), not statement 3.
+        assert target.columns() == (["id", "name", "c"] if engine == "mysql" else ["id", "name"])
         target.query("CREATE TABLE go_on (id INTEGER)")
         second = start_worker(env, tmp_path, "successor")
         result = cli_json(env, tmp_path, "result", task_id, "--wait")
