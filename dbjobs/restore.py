@@ -78,7 +78,8 @@ def _chunks(backup: Backup, f: BinaryIO, progress: ProgressCallback, opened: Sea
 def _load(backup: Backup, f: BinaryIO, db: DatabaseURL, progress: ProgressCallback, opened: Sealed | None) -> None:
     m = backup.manifest
     staging = Staging(backup.path.parent if backup.path else Path("."), m.id, m.raw_size, m.row_counts,
-                      m.extra.get("row_counts_exact", True) is not False)
+                      m.extra.get("row_counts_exact", True) is not False,
+                      before_copy=lambda: progress(Progress("restore", m.raw_size, m.raw_size)))
     connector_for(db).restore(_chunks(backup, f, progress, opened), same_database=m.database == db.alias,
                               staging=staging)
 

@@ -47,6 +47,9 @@ class Staging:
     raw_size: int
     row_counts: dict[str, int]
     exact_counts: bool = True
+    # Called once the image is checked, just before it is copied in: the job's fence (a job whose lock was lost
+    # while it staged or checked the image stops here, before it changes the database).
+    before_copy: Callable[[], None] = lambda: None
 
 
 @dataclass(frozen=True)

@@ -162,6 +162,7 @@ class SQLiteConnector(Connector):
             problem = count_mismatch(staging.row_counts, _table_counts(src), exact=staging.exact_counts)
             if problem:
                 raise BackupInvalidError(f"{staging.backup_id}: the staged image's {problem}; {REFUSED}")
+            staging.before_copy()
             dst = sqlite3.connect(self.db.sqlite_path, timeout=30)
             try:
                 src.backup(dst)

@@ -223,6 +223,18 @@ def test_a_killed_restore_is_the_before_state_then_the_backup(point: str, reques
         flushed_redis(REDIS_DB)
 
     assert snapshot(case.url) == case.restored, f"{point}: the redelivered restore did not give the backup"
+    _before_state_kept(case, result, engine, point)
+    _no_secret_left(case)
+    while_killed = "a statement of the killed run waits on the target, " if blocker else "before state while killed; "
+    TIMES.append((point, engine, f"{while_killed}backup row for row after; {KEPT[engine]}; no secret file", recovery))
+
+
+KEPT = {"mysql": "pre-restore copy = before state (objects too)", "sqlite": "one safety backup = before state"}
+
+
+def _before_state_kept(case: Case, result: dict, engine: str, point: str) -> None:
+    """The pre-restore state is where the result says: MariaDB's pre-restore copy (by swap, no safety dump), or
+    SQLite's one safety backup of the request (its retries reuse it rather than back up what a first run left)."""
     safety = [m for m in map(json.loads, map(Path.read_text, case.backups.glob("*.manifest.json")))
               if m["kind"] == "safety"]
     if engine == "mysql":  # by swap: the old database itself is kept, no safety dump
@@ -235,10 +247,6 @@ def test_a_killed_restore_is_the_before_state_then_the_backup(point: str, reques
     else:
         assert [m["id"] for m in safety] == [result["safety_backup_id"]], "one safety backup per request"
         assert safety[0]["row_counts"] == {t: len(v["rows"]) for t, v in case.before["tables"].items()}
-    _no_secret_left(case)
-    while_killed = "a statement of the killed run waits on the target, " if blocker else "before state while killed; "
-    kept = "pre-restore copy = before state (objects too)" if engine == "mysql" else "one safety backup = before state"
-    TIMES.append((point, engine, f"{while_killed}backup row for row after; {kept}; no secret file", recovery))
 
 
 class _Blocker:
@@ -301,18 +309,24 @@ def test_cleanup_during_a_restore_skips_the_backup_being_read(engine: str, reque
                   "until the restore goes on, then the backup row for row; no secret file", recovery))
 
 
-def test_a_restore_whose_lock_redis_forgot_stops_before_the_swap(mysql_url: str, mysql_user: str,
+LOADING = {"mysql": (_shadow_loading, 150_000), "sqlite": (_stage_file, 400_000)}  # loading, and rows to catch it
+
+
+@pytest.mark.parametrize("engine", list(LOADING))
+def test_a_restore_whose_lock_redis_forgot_stops_before_the_swap(engine: str, request: pytest.FixtureRequest,
                                                                  tmp_path: Path) -> None:
-    """Redis restarts empty while a MariaDB restore loads its shadow on a real worker: the job's lock is gone, so it
-    stops at its next progress report, before the swap (its shadow dropped, the target untouched), and is retried.
-    The database is then the backup, and the one pre-restore copy is the before state: the first run never swapped."""
-    case = _prepare(_with_user(mysql_url, mysql_user), tmp_path, "app", rows=150_000)
+    """Redis restarts empty while a restore loads on a real worker (MariaDB: its shadow; SQLite: its staged image):
+    the job's lock is gone, so it stops at its next progress report, before the swap or the copy (the target
+    untouched), and is retried. The database is then the backup, and the pre-restore state is kept once (MariaDB's
+    pre-restore copy, SQLite's safety backup of the request): the first run never replaced anything."""
+    loading, rows = LOADING[engine]
+    case = _prepare(_target(engine, request, tmp_path), tmp_path, "app", rows=rows)
     server = OwnedRedis(tmp_path / "redis", appendonly=False).start()
     env = {**case.env, "DBJOBS_BROKER_URL": server.url(0)}
     worker = start_worker(env, tmp_path, "fenced")
     try:
         task_id = run_cli(env, tmp_path, "restore", case.backup_id, "--yes").stdout.strip()
-        wait_until(lambda: _shadow_loading(case), 120, "the restore never loaded its shadow")
+        wait_until(lambda: loading(case), 120, "the restore never started loading")
         server.stop()
         server.start()  # empty: the restore's lock, message and state are gone
         stopped = time.monotonic()
@@ -323,12 +337,11 @@ def test_a_restore_whose_lock_redis_forgot_stops_before_the_swap(mysql_url: str,
         worker.stop()
         server.stop()
     assert "lost the lock of database 'app'" in log and f"dbjobs.restore[{task_id}] retry" in log, log[-3000:]
-    assert snapshot(case.url) == case.restored and mysql_objects(case.url) == case.restored_objects
-    assert result["strategy"] == "swap" and side_databases(case.url) == [result["pre_restore_copy"]]
-    assert copy_snapshot(_pre_restore_url(case, result["pre_restore_copy"])) == case.before
+    assert snapshot(case.url) == case.restored and _objects(case.url) == case.restored_objects
+    _before_state_kept(case, result, engine, "lock lost mid-load")
     _no_secret_left(case)
-    TIMES.append(("Redis restarted empty mid-load (lock lost)", "mysql",
-                  "stopped before the swap, retried; backup row for row after; copy = before state", recovery))
+    TIMES.append(("Redis restarted empty mid-load (lock lost)", engine, "stopped before replacing anything, retried; "
+                  f"backup row for row after; {KEPT[engine]}; no secret file", recovery))
 
 
 def test_a_killed_mariadb_backup_is_taken_again_and_leaves_no_secret(mysql_url: str, mysql_user: str,
