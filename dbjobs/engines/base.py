@@ -64,6 +64,11 @@ class ShadowLoad:
     check: Callable[[DatabaseURL], None]  # raises RestoreError when the loaded shadow differs from the manifest
 
 
+def loads_nothing(_: DatabaseURL) -> None:
+    """The load and check of a swap site built for `restore --undo`, which swaps a copy back and loads nothing."""
+    raise AssertionError("an undo loads nothing")
+
+
 class Connector(ABC):
     """What backup and restore need from an engine; each engine implements it once."""
 

@@ -23,6 +23,7 @@ from dbjobs.engines.base import (
     Sink,
     Staging,
     counting_while,
+    loads_nothing,
     require_tool,
     run_dump,
     run_restore,
@@ -30,7 +31,6 @@ from dbjobs.engines.base import (
 )
 
 if TYPE_CHECKING:
-    from dbjobs.dburl import DatabaseURL
     from dbjobs.swap import SwapSite
 
 HINT = "the MariaDB client (Debian/Ubuntu: apt-get install mariadb-client)"
@@ -180,11 +180,8 @@ class MySQLConnector(ServerConnector):
     def swap_site(self, load: ShadowLoad | None) -> SwapSite:
         from dbjobs.engines.mysql_swap import MySQLSwapSite
 
-        def unused(_: DatabaseURL) -> None:
-            raise AssertionError("an undo loads nothing")
-
         if load is None:
-            return MySQLSwapSite(self, unused, unused)
+            return MySQLSwapSite(self, loads_nothing, loads_nothing)
         what = f"loading {load.name} into a shadow database (dropped; the database is unchanged)"
         return MySQLSwapSite(self, lambda shadow: self.client_load(shadow.database, load.chunks(), what), load.check)
 

@@ -23,6 +23,7 @@ from dbjobs.engines.base import (
     Sink,
     Staging,
     counting_while,
+    loads_nothing,
     major_version,
     require_tool,
     run_dump,
@@ -137,11 +138,8 @@ class PostgresConnector(ServerConnector):
             return swap_blocker(self.db, conn)
 
     def swap_site(self, load: ShadowLoad | None) -> PostgresSwapSite:
-        def unused(_: DatabaseURL) -> None:
-            raise AssertionError("an undo loads nothing")
-
         if load is None:
-            return PostgresSwapSite(self.db, unused, unused)
+            return PostgresSwapSite(self.db, loads_nothing, loads_nothing)
         return PostgresSwapSite(self.db, lambda shadow: self._load_shadow(shadow, load), load.check)
 
     def _load_shadow(self, shadow: DatabaseURL, load: ShadowLoad) -> None:
