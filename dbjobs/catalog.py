@@ -132,10 +132,16 @@ def find_by_id(storages: Sequence[Storage], backup_id: str) -> Backup:
         if backup_id in scan.complete:
             found = merge(found, load(storage, backup_id))
     if found is None:
-        where = ", ".join(s.where for s, _ in scanned) or "no readable storage"
-        unread = "".join(f"; {u.where} could not be read: {u.error}" for u in unreadable)
-        raise BackupNotFoundError(f"no backup {backup_id!r} in {where} (see `list-backups`){unread}")
+        raise not_found(backup_id, scanned, unreadable)
     return found
+
+
+def not_found(backup_id: str, scanned: Sequence[tuple[Storage, Scan]],
+              unreadable: Sequence[Unreadable]) -> BackupNotFoundError:
+    """The error for a backup no readable storage holds: what was searched, and what could not be read."""
+    where = ", ".join(s.where for s, _ in scanned) or "no readable storage"
+    unread = "".join(f"; {u.where} could not be read: {u.error}" for u in unreadable)
+    return BackupNotFoundError(f"no backup {backup_id!r} in {where} (see `list-backups`){unread}")
 
 
 def find_request_backup(directory: Path, database: str, request_id: str) -> Backup | None:

@@ -27,7 +27,15 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
-from dbjobs.catalog import Backup, Unreadable, find_backup, from_manifest, list_scanned, scan_readable
+from dbjobs.catalog import (
+    Backup,
+    Unreadable,
+    find_backup,
+    from_manifest,
+    list_scanned,
+    not_found,
+    scan_readable,
+)
 from dbjobs.dburl import DatabaseURL
 from dbjobs.engines.base import unavailable
 from dbjobs.engines.postgres import USER_TABLES
@@ -127,8 +135,7 @@ def _wanted(storages: Sequence[Storage], ref: str | None, database: str | None) 
                 continue
             wanted.append((storage, backup_id, backup_id in scan.dumps))
     if ref is not None and not wanted:
-        raise BackupNotFoundError(f"no backup {ref!r} in {', '.join(s.where for s, _ in scanned)} (see `list-backups`)"
-                                  + "".join(f"; {u.where} could not be listed ({u.error})" for u in unreadable))
+        raise not_found(ref, scanned, unreadable)
     return wanted, unreadable
 
 
