@@ -104,8 +104,9 @@ def status(task_id: str) -> TaskStatus:
         state, info = result.state, result.info
         name = task_name(task_id)
     if state == states.PENDING and name is None:
-        raise TaskFailedError(f"no task {task_id} is known here: it was never submitted, or its result expired "
-                              "(results are kept for 7 days)")
+        raise TaskFailedError(f"no task {task_id} is known here: it was never submitted, its result expired "
+                              "(results are kept for 7 days), or Redis lost its data (restarted without "
+                              "persistence); a job still running is known again at its next progress report")
     if state in states.PROPAGATE_STATES:
         raise _failure(task_id, name, state, info)
     if state == states.SUCCESS:

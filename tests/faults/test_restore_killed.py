@@ -330,6 +330,8 @@ def test_a_restore_whose_lock_redis_forgot_stops_before_the_swap(engine: str, re
         server.stop()
         server.start()  # empty: the restore's lock, message and state are gone
         stopped = time.monotonic()
+        # until the job's next report, the emptied Redis knows nothing of it (`result` says so); then it is back
+        wait_until(lambda: "lost the lock of database 'app'" in worker.text(), 120, "the job never saw its lock go")
         result = cli_json(env, tmp_path, "result", task_id, "--wait")
         recovery = time.monotonic() - stopped
         log = worker.text()
