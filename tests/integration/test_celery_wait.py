@@ -153,7 +153,7 @@ def test_a_job_behind_another_jobs_lock_says_whose_it_waits_for(stack: Stack) ->
 
 
 def test_ctrl_c_stops_waiting_not_the_job(stack: Stack) -> None:
-    term = slow_job(stack, 3)
+    term = slow_job(stack, 10)  # long enough that a loaded machine cannot finish it before the Ctrl-C lands
     task_id = term.task_id()
     term.read_until(RUNNING)  # the worker is running it
     term.interrupt()
