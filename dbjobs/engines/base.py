@@ -235,9 +235,32 @@ def run_dump(argv: Sequence[str], env: Mapping[str, str], sink: Sink, what: str,
         raise BackupError(f"{what} failed (exit {code}): {err.tail()}")
 
 
+@dataclass(frozen=True)
+class FileSpan:
+    """`length` bytes at `offset` of the open file `fd`, to be fed to a tool as they are.
+
+    `run_restore` sends a span with sendfile(2): the kernel moves the bytes from the page cache
+    into the tool's pipe, instead of a read into Python and a write out of it (measured: a
+    third of the CPU for 845 MiB, on a machine whose cores the load itself needs).
+    """
+
+    fd: int
+    offset: int
+    length: int
+
+    def send(self, out: int) -> None:
+        """Write the span to the pipe or file `out` (blocking until it has taken all of it)."""
+        offset, end = self.offset, self.offset + self.length
+        while offset < end:
+            sent = os.sendfile(out, self.fd, offset, end - offset)
+            if sent == 0:
+                raise RestoreError(f"the work file ended at {offset} bytes, before the {end} it was said to hold")
+            offset += sent
+
+
 def run_restore(
-    stages: Sequence[Sequence[str]], env: Mapping[str, str], chunks: Iterable[bytes | memoryview], what: str, *,
-    pass_fds: Sequence[int] = (),
+    stages: Sequence[Sequence[str]], env: Mapping[str, str], chunks: Iterable[bytes | memoryview | FileSpan],
+    what: str, *, pass_fds: Sequence[int] = (),
 ) -> None:
     """Feed `chunks` into a pipeline of tools (each one's stdout into the next one's stdin).
 
@@ -262,7 +285,11 @@ def run_restore(
     def feed() -> None:
         try:
             for chunk in chunks:
-                head.stdin.write(chunk)  # type: ignore[union-attr]
+                if isinstance(chunk, FileSpan):
+                    head.stdin.flush()  # type: ignore[union-attr]  # what was written before goes first
+                    chunk.send(head.stdin.fileno())  # type: ignore[union-attr]
+                else:
+                    head.stdin.write(chunk)  # type: ignore[union-attr]
         except BrokenPipeError:
             pass
         except BaseException as exc:  # reported after the tools are stopped

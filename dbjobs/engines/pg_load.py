@@ -37,13 +37,14 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dbjobs.engines.base import CHUNK, run_restore
+from dbjobs.engines.base import FileSpan, run_restore
 from dbjobs.engines.pg_archive import SECTION_POST_DATA, BlockFinder, Toc, read_toc
 from dbjobs.errors import RestoreError
 
 # Small tables in a row share one pg_restore until they hold this much data (a process and a connection cost
 # ~30 ms); a table bigger than this starts on its own once this much of it has arrived.
 GROUP_BYTES = 32 << 20
+SPAN = 16 << 20  # bytes of the work file a loader sends at a time
 
 
 class Stopped(RestoreError):
@@ -76,8 +77,9 @@ class GrowingFile:
             self.complete, self.stopped = True, stopped
             self._changed.notify_all()
 
-    def read(self, start: int, end: Callable[[], int | None]) -> Iterator[bytes]:
-        """The bytes from `start` up to `end()` (the end of the file while None), waiting for them as they come.
+    def read(self, start: int, end: Callable[[], int | None]) -> Iterator[FileSpan]:
+        """The bytes from `start` up to `end()` (the end of the file while None), waiting for them as they come,
+        as spans of the file (sent to pg_restore without passing through Python).
 
         A reader may get a few bytes past `end()` (written before that end was known): pg_restore stops
         reading after its last listed block, so they are never used.
@@ -86,8 +88,7 @@ class GrowingFile:
         while True:
             with self._changed:
                 while True:
-                    if self.stopped:
-                        raise Stopped("stopped: another step of the load failed")
+                    self._go_on()
                     stop = end()
                     limit = self.size if stop is None else min(stop, self.size)
                     if pos < limit:
@@ -95,10 +96,15 @@ class GrowingFile:
                     if (stop is not None and pos >= stop) or self.complete:
                         return
                     self._changed.wait()
-            while pos < limit:
-                data = os.pread(self.fd, min(CHUNK, limit - pos), pos)
-                pos += len(data)
-                yield data
+            while pos < limit:  # in pieces, so a load stopped meanwhile sends at most one more
+                self._go_on()
+                length = min(SPAN, limit - pos)
+                yield FileSpan(self.fd, pos, length)
+                pos += length
+
+    def _go_on(self) -> None:
+        if self.stopped:
+            raise Stopped("stopped: another step of the load failed")
 
     def close(self) -> None:
         os.close(self.fd)
@@ -166,7 +172,7 @@ class StreamingLoad:
         self.blocks = _Blocks()
         self._lock = threading.Lock()  # guards `blocks` between the decompressing thread and the loaders
 
-    def _pg_restore(self, list_file: Path | None, stream: Iterable[bytes] | None, *extra: str) -> None:
+    def _pg_restore(self, list_file: Path | None, stream: Iterable[bytes | FileSpan] | None, *extra: str) -> None:
         """One pg_restore into the shadow: of the entries in `list_file` (all: None), from `stream` or the file."""
         listed = ["-L", str(list_file)] if list_file else []
         source = [] if stream is not None else [str(self.path)]
@@ -256,7 +262,7 @@ class StreamingLoad:
             with self._lock:
                 return self.blocks.end(last)
 
-        def stream() -> Iterator[bytes]:
+        def stream() -> Iterator[bytes | FileSpan]:
             yield toc_bytes
             yield from archive.read(start, end)
 

@@ -35,6 +35,10 @@ def test_every_data_block_is_found_where_it_starts(pg_url: str, chunk: int) -> N
         conn.execute(sa.text("CREATE TABLE docs (id integer PRIMARY KEY, body oid)"))
         conn.execute(sa.text("INSERT INTO docs SELECT i, lo_from_bytea(0, decode(repeat('00', 4000) || "
                              "'0100', 'hex')) FROM generate_series(1, 3) i"))  # blob bytes that look like markers
+        # rows of 300 bytes: every row's chunk length (2c 01 00 00) holds the data block type byte (01), so the
+        # search for that byte misses on every row and must fall back to the whole header
+        conn.execute(sa.text("CREATE TABLE wide (v text)"))
+        conn.execute(sa.text("INSERT INTO wide SELECT repeat('x', 299) FROM generate_series(1, 5000)"))
     raw = _dump(pg_url)
     head, toc, rest = read_toc((raw[i:i + chunk] for i in range(0, len(raw), chunk)), "sample")
     assert toc is not None and len(toc.unset) >= 3
