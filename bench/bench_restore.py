@@ -204,8 +204,13 @@ def main() -> None:
         target = PREFIX + f"target_{args.scale}"
 
         def reset() -> None:
+            """A fresh full copy, and every write of making it on disk: the copy's writeback must not land on
+            the run that follows (it made runs of either side swing by a third)."""
             drop_derived(target)
             copy_of(src, target)
+            sql("postgresql", "postgres", "CHECKPOINT")
+            os.sync()
+            time.sleep(2)
 
         try:
             print("restore over a full copy ...", file=sys.stderr)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -126,10 +126,11 @@ def choose_strategy(connector: Connector, wanted: str) -> tuple[str, str]:
     return "in-place", f"restored in place, with a safety backup: {blocker}" if connector.swaps else ""
 
 
-def check_shadow(shadow: DatabaseURL, manifest: Manifest, jobs: int) -> None:
+def check_shadow(shadow: DatabaseURL, manifest: Manifest, jobs: int, counted: Mapping[str, int]) -> None:
     """The loaded shadow must hold the manifest's tables with their exact row counts, and its schema.
 
-    The schema is reflected while the rows are counted: both only read the idle shadow.
+    The schema is reflected while the rows are counted: both only read the idle shadow. `counted`
+    are the counts the load already took of the tables it finished (PostgreSQL's LoadedCounts).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -137,7 +138,7 @@ def check_shadow(shadow: DatabaseURL, manifest: Manifest, jobs: int) -> None:
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         schema = pool.submit(fingerprint, shadow) if manifest.schema_fingerprint else None
-        counts = connector_for(shadow).row_counts(jobs)
+        counts = {**counted, **connector_for(shadow).row_counts(jobs, skip=counted)}
         loaded_fingerprint = schema.result() if schema else None
     if counts != manifest.row_counts:
         diff = sorted(set(counts) ^ set(manifest.row_counts)) or sorted(
@@ -161,7 +162,7 @@ def _swap_in(backup: Backup, f: BinaryIO, db: DatabaseURL, connector: Connector,
 
     def check(shadow: DatabaseURL) -> None:
         progress(Progress("check"))
-        check_shadow(shadow, manifest, jobs)
+        check_shadow(shadow, manifest, jobs, load.counted)
 
     load = ShadowLoad(chunks, manifest.id, work_dir, jobs, manifest.database == db.alias, check)
     return restore_by_swap(connector.swap_site(load), db.database, manifest.id, request_id, retention)

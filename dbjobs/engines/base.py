@@ -18,8 +18,8 @@ import subprocess
 import tempfile
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, ClassVar
 
@@ -62,6 +62,8 @@ class ShadowLoad:
     jobs: int  # parallel load jobs
     same_database: bool  # restoring into the alias it was taken from: keep owners and grants
     check: Callable[[DatabaseURL], None]  # raises RestoreError when the loaded shadow differs from the manifest
+    # exact row counts the load already took, of tables it had finished (the check counts the others)
+    counted: dict[str, int] = field(default_factory=dict)
 
 
 def loads_nothing(_: DatabaseURL) -> None:
@@ -111,8 +113,9 @@ class Connector(ABC):
         """Whether there is a database to save before a restore (a new SQLite file has none)."""
         return True
 
-    def row_counts(self, jobs: int = 1) -> dict[str, int]:
-        """Exact rows per table, named as in the manifest (`jobs` tables counted at once where it helps)."""
+    def row_counts(self, jobs: int = 1, skip: Collection[str] = ()) -> dict[str, int]:
+        """Exact rows per table, named as in the manifest (`jobs` tables counted at once where it helps), but for
+        the tables in `skip` (counted already)."""
         raise NotImplementedError(f"{self.engine} does not count rows outside a dump")
 
     def swap_blocker(self) -> str | None:

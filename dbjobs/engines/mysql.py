@@ -10,7 +10,7 @@ their credentials through an inherited pipe read as
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -165,11 +165,11 @@ class MySQLConnector(ServerConnector):
             conn.rollback()
         return counts
 
-    def row_counts(self, jobs: int = 1) -> dict[str, int]:
+    def row_counts(self, jobs: int = 1, skip: Collection[str] = ()) -> dict[str, int]:
         from dbjobs.engines.mysql_swap import row_counts, session
 
         with session(self.db) as s:
-            return row_counts(s, self.db.database)
+            return row_counts(s, self.db.database, skip)
 
     def swap_blocker(self) -> str | None:
         from dbjobs.engines.mysql_swap import session, swap_blocker

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -299,10 +299,10 @@ class MySQLSwapSite(SwapSite):
             s.run(f"DROP DATABASE IF EXISTS {q(name)}")
 
 
-def row_counts(s: Session, schema: str) -> dict[str, int]:
-    """Exact rows per base table of `schema` (the tables a manifest counts; bookkeeping left out)."""
+def row_counts(s: Session, schema: str, skip: Collection[str] = ()) -> dict[str, int]:
+    """Exact rows per base table of `schema` (the tables a manifest counts; bookkeeping and `skip` left out)."""
     return {t: int(s.run(f"SELECT COUNT(*) FROM {q(schema)}.{q(t)}")[0][0])
-            for t in s.tables(schema, "= 'BASE TABLE'") if t not in BOOKKEEPING}
+            for t in s.tables(schema, "= 'BASE TABLE'") if t not in BOOKKEEPING and t not in skip}
 
 
 # The account's grantee as information_schema spells it: 'user'@'host'.

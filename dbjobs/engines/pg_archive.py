@@ -34,11 +34,14 @@ SECTION_PRE_DATA, SECTION_DATA, SECTION_POST_DATA = 2, 3, 4  # pg_backup.h's teS
 
 @dataclass(frozen=True)
 class Entry:
-    """One table-of-contents entry: what it is (`TABLE DATA`, `INDEX` ...), its section, what it depends on."""
+    """One table-of-contents entry: what it is (`TABLE DATA`, `INDEX` ...), its section, what it depends on,
+    and its schema and name (`TABLE DATA`: the table's)."""
 
     desc: str
     section: int
     deps: tuple[int, ...]
+    namespace: str = ""
+    tag: str = ""
 
 
 @dataclass
@@ -100,20 +103,23 @@ def parse_toc(data: bytes) -> Toc | None:
     for _ in range(r.integer()):
         dump_id = r.integer()
         r.integer()  # has a data dumper
-        for _ in range(3):  # table oid, oid, tag
-            r.string()
+        r.string()  # table oid
+        r.string()  # oid
+        tag = r.string() or ""
         desc = r.string() or ""
         kind = BLK_BLOBS if desc == "BLOBS" else BLK_DATA
         section = r.integer()
-        for _ in range(5):  # definition, drop statement, copy statement, namespace, tablespace
+        for _ in range(3):  # definition, drop statement, copy statement
             r.string()
+        namespace = r.string() or ""
+        r.string()  # tablespace
         r.string()  # table access method
         r.string()  # owner
         r.string()  # "with oids"
         deps = []
         while (dep := r.string()) is not None:
             deps.append(int(dep) if dep.isdigit() else -1)
-        toc.entries[dump_id] = Entry(desc, section, tuple(deps))
+        toc.entries[dump_id] = Entry(desc, section, tuple(deps), namespace, tag)
         flag_at = r.pos
         flag = r.byte()
         r.take(off_size)

@@ -160,8 +160,9 @@ class StreamingLoad:
     """One streamed load into one shadow database (see the module docstring)."""
 
     def __init__(self, directory: Path, env: dict[str, str], restore_args: Sequence[str], jobs: int,
-                 what: str) -> None:
+                 what: str, loaded: Callable[[list[tuple[str, str]]], None] | None = None) -> None:
         self.directory = directory
+        self.loaded = loaded  # told (schema, table) of the tables each loader has finished, indexes included
         self.env = {**os.environ, **env}
         self.args = list(restore_args)  # connection and ownership options, shared by every pg_restore
         self.jobs = max(1, jobs)
@@ -170,6 +171,7 @@ class StreamingLoad:
         self.lines: dict[int, str] = {}  # dump id -> its `pg_restore -l` line
         self.own: dict[int, list[int]] = {}  # data entry -> the indexes loaded right after it (`own_indexes`)
         self.blocks = _Blocks()
+        self.toc = Toc()
         self._lock = threading.Lock()  # guards `blocks` between the decompressing thread and the loaders
 
     def _pg_restore(self, list_file: Path | None, stream: Iterable[bytes | FileSpan] | None, *extra: str) -> None:
@@ -196,6 +198,7 @@ class StreamingLoad:
             archive.close()
 
     def _streamed(self, archive: GrowingFile, head: bytes, toc: Toc, rest: Iterator[bytes]) -> None:
+        self.toc = toc
         toc_bytes = head[:toc.end]
         every = _listing(toc_bytes, self.env)
         self.lines = {_entry_id(line): line for line in every}
@@ -269,6 +272,9 @@ class StreamingLoad:
         listed = _list_file(self.directory, f"data-{first}.list",
                             (self.lines[j] for i in ids for j in self._with_own(i)))
         self._pg_restore(listed, stream())
+        if self.loaded is not None:
+            entries = [self.toc.entries[i] for i in ids if i in self.lines]
+            self.loaded([(e.namespace, e.tag) for e in entries if e.desc == "TABLE DATA"])
 
 
     def _with_own(self, data_id: int) -> list[int]:

@@ -19,7 +19,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -260,6 +260,64 @@ def count_rows(db: DatabaseURL, tables: list[str], jobs: int) -> dict[str, int]:
 
     with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(tables)))) as pool:
         return dict(pool.map(count, tables))
+
+
+CHILDLESS_TABLE = """
+    SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = :schema AND c.relname = :name AND c.relkind IN ('r', 'p')
+      AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = c.oid)
+"""
+
+
+class LoadedCounts:
+    """Exact row counts of the shadow's tables, each taken in a session of its own as soon as its loader is done.
+
+    Two tables rarely finish together: the first one's count then runs on the core the other's load
+    leaves idle, and the check after the load counts only what is left (measured: the check 0.44 s
+    -> about half, at scale 50). Nothing changes a loaded table's rows afterwards (triggers and
+    rules come later, and act only on new writes). A table with inheritance children or partitions
+    is left to the check: its count includes theirs, which other loaders may still be loading.
+    """
+
+    def __init__(self, db: DatabaseURL, into: dict[str, int]) -> None:
+        self.db, self.into = db, into
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dbjobs-count")
+        self._pending: list[Future[None]] = []
+        self._conn: Connection | None = None
+
+    def loaded(self, tables: list[tuple[str, str]]) -> None:
+        """Count `tables` (schema, name), just loaded, in the background."""
+        self._pending.append(self._pool.submit(self._count, tables))
+
+    def _count(self, tables: list[tuple[str, str]]) -> None:
+        try:
+            if self._conn is None:
+                self._conn = self.db.create_engine(poolclass=NullPool, isolation_level="AUTOCOMMIT").connect()
+            for schema, name in tables:
+                key = self._conn.execute(text(CHILDLESS_TABLE), {"schema": schema, "name": name}).scalar()
+                if key is not None:
+                    self.into[key] = int(self._conn.execute(text(f"SELECT count(*) FROM {key}")).scalar() or 0)
+        except DBAPIError as exc:
+            raise RestoreError(f"could not count the rows of the loaded shadow ({str(exc.orig).strip()}); "
+                               "the target is unchanged") from None
+
+    def __enter__(self) -> LoadedCounts:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Wait for the counts (a failed count fails a load that succeeded); after a failed load, drop them."""
+        try:
+            for future in self._pending:
+                if exc[0] is None:
+                    future.result()
+                else:
+                    future.cancel()
+        finally:
+            self._pool.shutdown(wait=True)
+            if self._conn is not None:
+                self._conn.close()
+                self._conn.engine.dispose()
 
 
 # The shadow's load sessions: no time limits or read-only default a role's settings may carry into

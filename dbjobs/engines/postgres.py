@@ -12,7 +12,7 @@ one transaction: it either commits the backup's exact state or rolls back to the
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING
 
 from sqlalchemy import text
@@ -31,7 +31,14 @@ from dbjobs.engines.base import (
     tool_version,
 )
 from dbjobs.engines.pg_load import StreamingLoad
-from dbjobs.engines.pg_swap import PostgresSwapSite, clear_directory, count_rows, restore_env, swap_blocker
+from dbjobs.engines.pg_swap import (
+    LoadedCounts,
+    PostgresSwapSite,
+    clear_directory,
+    count_rows,
+    restore_env,
+    swap_blocker,
+)
 from dbjobs.errors import ToolMissingError
 
 if TYPE_CHECKING:
@@ -128,9 +135,9 @@ class PostgresConnector(ServerConnector):
             self._env(), chunks, "pg_restore into psql (the transaction was rolled back; the database is unchanged)",
         )
 
-    def row_counts(self, jobs: int = 1) -> dict[str, int]:
+    def row_counts(self, jobs: int = 1, skip: Collection[str] = ()) -> dict[str, int]:
         with self.connection() as conn:
-            tables = [row[0] for row in conn.execute(text(USER_TABLES))]
+            tables = [row[0] for row in conn.execute(text(USER_TABLES)) if row[0] not in skip]
         return count_rows(self.db, tables, jobs)
 
     def swap_blocker(self) -> str | None:
@@ -148,9 +155,11 @@ class PostgresConnector(ServerConnector):
         ownership = [] if load.same_database else ["--no-owner", "--no-privileges"]
         env = {**PostgresConnector(shadow)._env(), **restore_env()}
         directory = clear_directory(load.work_dir)
+        load.counted.clear()  # a reload (of a shadow a killed run left) counts again
         try:
-            StreamingLoad(directory, env, [*ownership, "-d", shadow.database], load.jobs,
-                          f"pg_restore of {load.name} into a shadow database (dropped; the database is unchanged)",
-                          ).run(load.chunks(), load.name)
+            with LoadedCounts(shadow, load.counted) as counts:
+                StreamingLoad(directory, env, [*ownership, "-d", shadow.database], load.jobs,
+                              f"pg_restore of {load.name} into a shadow database (dropped; the database is unchanged)",
+                              loaded=counts.loaded).run(load.chunks(), load.name)
         finally:
             shutil.rmtree(directory, ignore_errors=True)
