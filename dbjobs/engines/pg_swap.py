@@ -275,9 +275,10 @@ class LoadedCounts:
 
     Two tables rarely finish together: the first one's count then runs on the core the other's load
     leaves idle, and the check after the load counts only what is left (measured at scale 50: the
-    check after the load 0.44 s -> 0.10 s, beside it the last table's own count, 0.13 s). Nothing changes a loaded table's rows afterwards (triggers and
-    rules come later, and act only on new writes). A table with inheritance children or partitions
-    is left to the check: its count includes theirs, which other loaders may still be loading.
+    check after the load 0.44 s -> 0.10 s, beside it the last table's own count, 0.13 s). Nothing
+    changes a loaded table's rows afterwards (triggers and rules come later, and act only on new
+    writes). A table with inheritance children or partitions is left to the check: its count
+    includes theirs, which other loaders may still be loading.
     """
 
     def __init__(self, db: DatabaseURL, into: dict[str, int]) -> None:
