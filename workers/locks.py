@@ -31,6 +31,7 @@ from dbjobs.errors import JobLockedError, LockLostError
 log = logging.getLogger(__name__)
 KEY = "dbjobs:lock:{}"
 CHECK_EVERY = 1.0  # seconds between ownership checks of a running job's fence
+FRESH_RETRY = 0.2  # seconds between tries of a step boundary's check while Redis does not answer
 # Replace the lock's value only if it is still exactly the dead predecessor's.
 TAKEOVER = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3]) end"
 
@@ -101,18 +102,29 @@ class Lease:
                     self._lose(f"not renewed for over {self.ttl:g} s, so it has expired")
                     return
 
-    def check(self) -> None:
-        """Raise LockLostError if the lock is no longer ours (asks Redis at most every CHECK_EVERY seconds)."""
+    def check(self, *, fresh: bool = False) -> None:
+        """Raise LockLostError if the lock is no longer ours.
+
+        Within a step Redis is asked at most every CHECK_EVERY seconds, and an unreachable Redis is
+        left to the heartbeat. At a step's boundary (`fresh`: what follows may be the swap or the
+        copy) Redis is always asked, and while it cannot answer the job waits for it, until the
+        lock's TTL has run out since its last renewal (then the lock is lost).
+        """
         now = time.monotonic()
         if now - self._renewed > self.ttl:
             self._lose(f"not renewed for over {self.ttl:g} s, so it has expired")
-        if not self.lost.is_set() and now - self._checked >= CHECK_EVERY:
+        while not self.lost.is_set() and (fresh or now - self._checked >= CHECK_EVERY):
             self._checked = now
             try:
                 if not self.lock.owned():
                     self._lose("another job holds it now, or Redis forgot it")
+                break
             except RedisError:
-                pass  # Redis away: the heartbeat decides once it is back (or the TTL runs out)
+                if not fresh:
+                    break  # Redis away: the heartbeat decides once it is back (or the TTL runs out)
+                if time.monotonic() - self._renewed > self.ttl:
+                    self._lose(f"Redis did not answer for over {self.ttl:g} s, so it has expired")
+                time.sleep(FRESH_RETRY)
         if self.lost.is_set():
             raise LockLostError(
                 f"the job lost its lock on database {self.alias!r} (Redis restarted empty, failed over, or was "

@@ -99,12 +99,19 @@ def _locked(task: Task, job: Job, settings: Settings, kwargs: dict[str, Any],
 
 def _fenced(report: ProgressCallback, lease: Lease | None) -> ProgressCallback:
     """Progress that first checks the job still holds its lock: jobs report before each step, so one that lost
-    it (Redis restarted empty, failed over) stops there instead of running beside the job that took it."""
+    it (Redis restarted empty, failed over) stops there instead of running beside the job that took it.
+
+    A report that starts a phase or ends one (all of its total done) is a step's boundary, where the check
+    asks Redis even if it did a moment ago: a copy or a swap follows such a report.
+    """
     if lease is None:
         return report
+    last: list[str | None] = [None]
 
     def fenced(p: Progress) -> None:
-        lease.check()
+        boundary = p.phase != last[0] or (p.total is not None and p.done >= p.total)
+        last[0] = p.phase
+        lease.check(fresh=boundary)
         report(p)
 
     return fenced

@@ -13,6 +13,7 @@ import redis
 
 from dbjobs.errors import JobLockedError, LockLostError
 from tests.celery_support import flushed_redis, wait_until
+from tests.redis_server import OwnedRedis
 from workers.locks import KEY, database_lock, lock_owner
 
 pytestmark = pytest.mark.redis
@@ -123,3 +124,33 @@ def _stopped(lease) -> bool:  # type: ignore[no-untyped-def]
     except LockLostError:
         return True
     return False
+
+
+def test_at_a_step_boundary_the_fence_asks_redis_even_right_after_a_check(client) -> None:
+    """Within a step the fence asks Redis at most once a second; before a swap or a copy it always asks."""
+    with database_lock(client, "db", "dbjobs.restore t1", ttl=30, wait=0) as lease:
+        lease.check()
+        client.flushdb()  # Redis restarted empty a moment after the last check
+        lease.check()  # within the second: not asked again
+        with pytest.raises(LockLostError, match="lost its lock on database 'db'"):
+            lease.check(fresh=True)
+
+
+def test_at_a_step_boundary_the_fence_waits_for_an_unreachable_redis(tmp_path) -> None:
+    """Redis is down when the job reaches its swap: the fence waits for it instead of going on unknowing, and
+    the Redis that comes back empty says the lock is gone."""
+    server = OwnedRedis(tmp_path / "redis", appendonly=False).start()
+    own = redis.Redis.from_url(server.url(0), socket_connect_timeout=1, socket_timeout=1)
+    back = threading.Timer(1.5, server.start)  # back, empty, while the fence waits
+    try:
+        with database_lock(own, "db", "dbjobs.restore t1", ttl=30, wait=0) as lease:
+            server.stop()
+            back.start()
+            started = time.monotonic()
+            with pytest.raises(LockLostError, match="lost its lock on database 'db'"):
+                lease.check(fresh=True)
+            assert time.monotonic() - started >= 1.0
+    finally:
+        back.join()
+        own.close()
+        server.stop()
