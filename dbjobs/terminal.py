@@ -49,9 +49,9 @@ class ProgressBar:
         else:
             bar = human_size(p.done) if p.done else ""
         rate = f" {human_size(p.done / elapsed)}/s" if p.done and elapsed > 0.2 else ""
+        self.drawn = True  # first: a Ctrl-C during the write below must still find the line to end
         self.stream.write(f"\r\x1b[2K{p.phase:<14} {bar}{rate}")
         self.stream.flush()
-        self.drawn = True
 
     def close(self) -> None:
         """End the bar's line so the result prints below it."""
