@@ -11,8 +11,12 @@ import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 SERVICES = {
     "postgres": ("127.0.0.1", 5432, "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"),
@@ -36,6 +40,19 @@ def require_service(name: str) -> None:
 
 def _scratch_name() -> str:
     return f"dbjobs_t_{uuid.uuid4().hex[:12]}"
+
+
+@contextmanager
+def pg_admin() -> Iterator[Connection]:
+    """An autocommit session on the PostgreSQL server's admin database (to create, drop and inspect databases)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"postgresql+psycopg://{PG_ADMIN_URL.split('://', 1)[1]}", isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            yield conn
+    finally:
+        engine.dispose()
 
 
 @contextmanager

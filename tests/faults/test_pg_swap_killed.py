@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from dbjobs.jobs import run_job
 from tests.backup_support import connect, settings_for
 from tests.celery_support import celery_env, cli_json, flushed_redis, run_cli, start_worker, wait_until
-from tests.conftest import PG_ADMIN_URL
+from tests.conftest import PG_ADMIN_URL, pg_admin
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 REDIS_DB = 6
@@ -38,20 +38,10 @@ def digests(url: str) -> dict[str, tuple[int, str]]:
 
 def databases(prefix: str) -> dict[str, tuple[bool, str | None]]:
     """Databases named `prefix...`: whether they accept connections, and their comment."""
-    with _admin() as conn:
+    with pg_admin() as conn:
         rows = conn.execute(sa.text("SELECT datname, datallowconn, shobj_description(oid, 'pg_database') "
                                     "FROM pg_database WHERE starts_with(datname, :p)"), {"p": prefix})
         return {name: (allow, comment) for name, allow, comment in rows}
-
-
-@contextmanager
-def _admin() -> Iterator[sa.Connection]:
-    engine = sa.create_engine(f"postgresql+psycopg://{PG_ADMIN_URL.split('://', 1)[1]}", isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            yield conn
-    finally:
-        engine.dispose()
 
 
 def _phase(name: str) -> str | None:
@@ -61,7 +51,7 @@ def _phase(name: str) -> str | None:
 
 
 def _copying(shadow: str) -> bool:
-    with _admin() as conn:
+    with pg_admin() as conn:
         return bool(conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = :d "
                                          "AND query ILIKE 'COPY%'"), {"d": shadow}).scalar())
 

@@ -14,7 +14,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,7 +29,7 @@ from dbjobs.pipeline import write_atomic
 from dbjobs.progress import Progress
 from dbjobs.storage.local import LocalStorage
 from tests.backup_support import build_sample, connect, db, mutate, settings_for, snapshot
-from tests.conftest import PG_ADMIN_URL
+from tests.conftest import pg_admin
 
 pytestmark = pytest.mark.postgres
 PROPERTIES = """
@@ -48,18 +47,8 @@ def _name(url: str) -> str:
     return url.rsplit("/", 1)[1]
 
 
-@contextmanager
-def _admin() -> Iterator[sa.Connection]:
-    engine = sa.create_engine(f"postgresql+psycopg://{PG_ADMIN_URL.split('://', 1)[1]}", isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            yield conn
-    finally:
-        engine.dispose()
-
-
 def _copies(url: str) -> list[str]:
-    with _admin() as conn:
+    with pg_admin() as conn:
         return sorted(conn.execute(sa.text("SELECT datname FROM pg_database WHERE starts_with(datname, :p)"),
                                    {"p": _name(url) + "__"}).scalars())
 
@@ -69,12 +58,12 @@ def role() -> Iterator[str]:
     """A login role of the test's own (no CREATEDB), dropped afterwards: request it before `pg_url`, so the
     database it owns things in is dropped first."""
     name = f"dbjobs_t_role_{uuid.uuid4().hex[:8]}"
-    with _admin() as conn:
+    with pg_admin() as conn:
         conn.execute(sa.text(f"CREATE ROLE {name} LOGIN"))
     try:
         yield name
     finally:
-        with _admin() as conn:
+        with pg_admin() as conn:
             conn.execute(sa.text(f"DROP OWNED BY {name}"))
             conn.execute(sa.text(f"DROP ROLE {name}"))
 
@@ -82,7 +71,7 @@ def role() -> Iterator[str]:
 def test_swap_keeps_the_database_properties_and_ends_sessions(role: str, pg_url: str, tmp_path: Path) -> None:
     name = _name(pg_url)
     build_sample(pg_url)
-    with _admin() as conn:
+    with pg_admin() as conn:
         for statement in (f'ALTER DATABASE "{name}" OWNER TO {role}', f'REVOKE ALL ON DATABASE "{name}" FROM PUBLIC',
                           f'GRANT CONNECT ON DATABASE "{name}" TO {role}',
                           f'ALTER DATABASE "{name}" CONNECTION LIMIT 40',
@@ -95,14 +84,14 @@ def test_swap_keeps_the_database_properties_and_ends_sessions(role: str, pg_url:
     backup = run_job("dbjobs.backup", settings, {"database": "main"})
     expected = snapshot(pg_url)
     mutate(pg_url)
-    with _admin() as conn:  # the application's sessions are read-only: the shadow's load must not be
+    with pg_admin() as conn:  # the application's sessions are read-only: the shadow's load must not be
         conn.execute(sa.text(f'ALTER DATABASE "{name}" SET default_transaction_read_only TO on'))
         before = conn.execute(sa.text(PROPERTIES), {"name": name}).one()
     session = sa.create_engine(f"postgresql+psycopg://{pg_url.split('://', 1)[1]}").connect()  # the app, idle
 
     restored = run_job("dbjobs.restore", settings, {"backup": backup["id"], "confirmed": True})
 
-    with _admin() as conn:
+    with pg_admin() as conn:
         assert conn.execute(sa.text(PROPERTIES), {"name": name}).one() == before
     assert snapshot(pg_url) == expected
     assert restored["strategy"] == "swap" and 0 < restored["swap_seconds"] < 5
@@ -174,7 +163,7 @@ def test_a_shadow_that_differs_from_the_manifest_is_dropped(pg_url: str, tmp_pat
 def test_a_role_that_cannot_swap_restores_in_place_with_a_note(role: str, pg_url: str, tmp_path: Path) -> None:
     name = _name(pg_url)
     build_sample(pg_url)
-    with _admin() as conn:
+    with pg_admin() as conn:
         conn.execute(sa.text(f'ALTER DATABASE "{name}" OWNER TO {role}'))
     as_role = f"postgresql://{role}@{pg_url.split('@', 1)[1]}"
     with connect(pg_url) as conn:
@@ -222,7 +211,7 @@ def test_a_swap_restore_holds_the_database_lock_from_start_to_swap(pg_url: str, 
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(restore, "first")
         assert checking.wait(60), "the first restore never reached its shadow check"
-        with _admin() as conn:  # the lock lives in `postgres`, not in the target the swap will close
+        with pg_admin() as conn:  # the lock lives in `postgres`, not in the target the swap will close
             held_in = conn.execute(sa.text(
                 "SELECT d.datname FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
                 "WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.classid = :a AND l.objid = :b AND l.granted"),
