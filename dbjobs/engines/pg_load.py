@@ -276,7 +276,6 @@ class StreamingLoad:
             entries = [self.toc.entries[i] for i in ids if i in self.lines]
             self.loaded([(e.namespace, e.tag) for e in entries if e.desc == "TABLE DATA"])
 
-
     def _with_own(self, data_id: int) -> list[int]:
         """A data entry and the indexes built right after it, those of them pg_restore lists."""
         return [i for i in (data_id, *self.own.get(data_id, ())) if i in self.lines]
