@@ -99,7 +99,8 @@ def run_backup(
     path = directory / (backup_id + DUMP_SUFFIX)
     with _write_errors(directory):
         written, row_counts = write_compressed(path, connector.dump, level=level, threads=connector.compress_threads,
-                                               progress=progress, total=total, recipients=recipients)
+                                               progress=progress, total=total, recipients=recipients,
+                                               cuts=None if recipients else connector.frame_cuts())
     try:
         schema_fingerprint = fingerprint(db)
         finished = datetime.now(UTC)
@@ -110,6 +111,7 @@ def run_backup(
             compression_level=level, tools=tools, schema_fingerprint=schema_fingerprint, row_counts=row_counts,
             dbjobs_version=__version__, kind=kind, note=note,
             extra={**({"request_id": request_id} if request_id else {}),
+                   **({"frames": written.frames} if written.frames else {}),
                    **({} if connector.counts_exact else {"row_counts_exact": False})},
             encryption=encryption_record(tuple(recipients), written.compressed_size, written.compressed_sha256)
             if recipients else None,

@@ -16,7 +16,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
@@ -25,6 +25,7 @@ import zstandard
 from dbjobs.crypto import Discard, Writer, decrypted, decrypting, encrypting
 from dbjobs.engines.base import CHUNK, Sink
 from dbjobs.errors import BackupInvalidError, DbjobsError
+from dbjobs.frames import Cuts, FramedWriter
 from dbjobs.progress import Progress, ProgressCallback
 from dbjobs.recipients import Sealed
 
@@ -45,6 +46,7 @@ class Written:
     sha256: str
     compressed_size: int
     compressed_sha256: str
+    frames: list[list[int]] = field(default_factory=list)  # [raw offset, stored offset, tag] (`dbjobs.frames`)
 
 
 class HashingFile:
@@ -131,29 +133,38 @@ def _compressed_into(stored: HashingFile, recipients: Sequence[str]) -> Iterator
 def write_compressed(
     path: Path, produce: Callable[[Sink], T], *, level: int = DEFAULT_LEVEL, threads: int = 0,
     progress: ProgressCallback, total: int | None, phase: str = "dump", recipients: Sequence[str] = (),
+    cuts: Cuts | None = None,
 ) -> tuple[Written, T]:
     """Run `produce(sink)` and store what it pushes into `sink` as a zstd file at `path`, atomically.
 
     With `recipients` the file is the age encryption of that zstd stream, written in the same pass.
+    With `cuts` the stream is written as a frame per unit the engine names, and `Written.frames` is
+    their index (`dbjobs.frames`); only for an unencrypted file, whose stored offsets it gives.
     """
+    assert not (cuts and recipients), "an index of frames gives offsets in the stored file: unencrypted only"
     raw = 0
     with atomic_file(path, exclusive=True) as f:
         stored = HashingFile(f)
         with _compressed_into(stored, recipients) as hashing:
             compressor = zstandard.ZstdCompressor(level=level, write_checksum=True, threads=threads)
             with compressor.stream_writer(hashing, size=-1, closefd=False, write_size=CHUNK) as zst:
+                framed = FramedWriter(zst, cuts, lambda: hashing.size) if cuts else None
+                write = framed.write if framed else zst.write
 
                 def sink(chunk: bytes | memoryview) -> None:
                     nonlocal raw
-                    zst.write(chunk)
+                    write(chunk)
                     before, raw = raw, raw + len(chunk)
                     if raw >> 20 != before >> 20:  # every MiB: callers throttle what they pass on
                         progress(Progress(phase, raw, estimate(raw, total)))
 
                 result = produce(sink)
+                if framed:
+                    framed.close()
         progress(Progress(phase, raw, raw))
     written = Written(size=stored.size, raw_size=raw, sha256=stored.hash.hexdigest(),
-                      compressed_size=hashing.size, compressed_sha256=hashing.hash.hexdigest())
+                      compressed_size=hashing.size, compressed_sha256=hashing.hash.hexdigest(),
+                      frames=framed.index if framed else [])
     return written, result
 
 
@@ -222,7 +233,8 @@ def decompressed_open(f: BinaryIO, name: str, progress: ProgressCallback, total:
     """`decompressed_chunks` from an open file, read from its beginning; `age` reads it itself when sealed."""
     f.seek(0)
     with decrypted(f, sealed) if sealed else nullcontext(f) as source:
-        reader = zstandard.ZstdDecompressor().stream_reader(source, read_size=CHUNK, closefd=False)
+        reader = zstandard.ZstdDecompressor().stream_reader(source, read_size=CHUNK, closefd=False,
+                                                            read_across_frames=True)
         fed = 0
         try:
             while chunk := reader.read(CHUNK):

@@ -87,6 +87,7 @@ def run_rekey(backup: Backup, stores: Sequence[Storage], directory: Path, keys: 
     path = local.path.with_name(new_id + DUMP_SUFFIX)
     template = dataclasses.replace(old, id=new_id, file=path.name, extra={**old.extra, "rekeyed_from": old.id})
     template.extra.pop("request_id", None)  # the new backup answers no request; the old one did
+    template.extra.pop("frames", None)  # offsets in the unencrypted file: the ciphertext has none (dbjobs.frames)
     manifest = _reencrypt(local, template, path, keys, progress)
     try:
         write_atomic(path.with_name(manifest.manifest_name), manifest.to_json().encode())

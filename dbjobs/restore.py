@@ -30,6 +30,7 @@ from dbjobs.dumpcheck import check_header, checked_dump
 from dbjobs.engines import connector_for
 from dbjobs.engines.base import Connector, ShadowLoad, Staging
 from dbjobs.errors import BackupInvalidError, ConfigError, ConfirmationRequired, RestoreError
+from dbjobs.frames import FrameReader, parse_index
 from dbjobs.inuse import reading
 from dbjobs.manifest import Manifest
 from dbjobs.pipeline import decompressed_open, verify_open
@@ -164,7 +165,10 @@ def _swap_in(backup: Backup, f: BinaryIO, db: DatabaseURL, connector: Connector,
         progress(Progress("check"))
         check_shadow(shadow, manifest, jobs, load.counted)
 
-    load = ShadowLoad(chunks, manifest.id, work_dir, jobs, manifest.database == db.alias, check)
+    index = None if opened else parse_index(manifest.extra.get("frames"), manifest.raw_size, manifest.size)
+    load = ShadowLoad(chunks, manifest.id, work_dir, jobs, manifest.database == db.alias, check,
+                      frames=FrameReader(f.fileno(), index, manifest.id) if index else None,
+                      progress=lambda fed: progress(Progress("restore", fed, max(manifest.raw_size, fed))))
     return restore_by_swap(connector.swap_site(load), db.database, manifest.id, request_id, retention)
 
 

@@ -31,6 +31,7 @@ from dbjobs.dburl import DatabaseURL
 from dbjobs.errors import BackupError, DatabaseUnavailableError, RestoreError, ToolMissingError
 
 if TYPE_CHECKING:
+    from dbjobs.frames import Cuts, FrameReader
     from dbjobs.swap import SwapSite
 
 CHUNK = 1 << 20
@@ -64,6 +65,10 @@ class ShadowLoad:
     check: Callable[[DatabaseURL], None]  # raises RestoreError when the loaded shadow differs from the manifest
     # exact row counts the load already took, of tables it had finished (the check counts the others)
     counted: dict[str, int] = field(default_factory=dict)
+    # the backup's frames, where its manifest indexes them (`dbjobs.frames`): loaders then decompress their own
+    # parts at once, instead of one pass through `chunks`
+    frames: FrameReader | None = None
+    progress: Callable[[int], None] = lambda _: None  # told the raw bytes loaded so far when `frames` are read
 
 
 def loads_nothing(_: DatabaseURL) -> None:
@@ -108,6 +113,11 @@ class Connector(ABC):
         `staging` says where an engine that restores from a file image may stage it, and what the
         image must hold (engines that stream into their server ignore it).
         """
+
+    def frame_cuts(self) -> Cuts | None:
+        """Where the backup's zstd stream should start new frames, so a restore can decompress its parts apart and
+        at once (`dbjobs.frames`); None: one frame (an engine whose restore reads the dump in one pass)."""
+        return None
 
     def exists(self) -> bool:
         """Whether there is a database to save before a restore (a new SQLite file has none)."""

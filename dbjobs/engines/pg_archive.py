@@ -211,3 +211,43 @@ class BlockFinder:
         self._scan(chunk, self._pos, start, len(chunk))
         self._tail = chunk[-self.SEAM:] if len(chunk) >= self.SEAM else (self._tail + chunk)[-self.SEAM:]
         self._pos += len(chunk)
+
+
+class BlockCuts:
+    """The `frames.Cuts` of a `pg_dump -Fc` archive being backed up: a frame starts where each data block starts.
+
+    The table of contents is read as it arrives (kept until complete: its size, not the dump's),
+    then each block is found as the restore's finder finds it. An archive of a layout `parse_toc`
+    does not know gets no cuts: it is backed up as one frame, as before.
+    """
+
+    lookbehind = BlockFinder.SEAM
+    EVERY_CHUNK = 8 << 20  # a table of contents still short past this is parsed again only each time it doubles
+
+    def __init__(self) -> None:
+        self._head: bytearray | None = bytearray()
+        self._tried = 0  # length of the head last parsed
+        self._finder: BlockFinder | None = None
+        self._reported = 0
+
+    def feed(self, chunk: bytes | memoryview) -> list[tuple[int, int]]:
+        if self._head is not None:
+            self._head += chunk
+            if self.EVERY_CHUNK < len(self._head) < 2 * self._tried:
+                return []
+            self._tried = len(self._head)
+            try:
+                toc = parse_toc(bytes(self._head))
+            except _Short:
+                return []
+            head, self._head = bytes(self._head), None
+            if toc is None:
+                return []
+            self._finder = BlockFinder(toc)
+            chunk = head  # the finder reads the archive from its start
+        if self._finder is None:
+            return []
+        self._finder.feed(chunk if isinstance(chunk, bytes) else bytes(chunk))  # bytes.find: one copy of a chunk
+        found = list(self._finder.found.items())[self._reported:]
+        self._reported += len(found)
+        return [(offset, dump_id) for dump_id, offset in found]

@@ -29,22 +29,25 @@ length, so a block cut short or entered in its middle fails the load.
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dbjobs.engines.base import FileSpan, run_restore
 from dbjobs.engines.pg_archive import SECTION_POST_DATA, BlockFinder, Toc, read_toc
-from dbjobs.errors import RestoreError
+from dbjobs.errors import BackupInvalidError, RestoreError
+from dbjobs.frames import FrameReader
 
 # Small tables in a row share one pg_restore until they hold this much data (a process and a connection cost
 # ~30 ms); a table bigger than this starts on its own once this much of it has arrived.
 GROUP_BYTES = 32 << 20
 SPAN = 16 << 20  # bytes of the work file a loader sends at a time
+PROGRESS_EVERY = 0.5  # seconds between progress reports of a framed load
 
 
 class Stopped(RestoreError):
@@ -174,12 +177,12 @@ class StreamingLoad:
         self.toc = Toc()
         self._lock = threading.Lock()  # guards `blocks` between the decompressing thread and the loaders
 
-    def _pg_restore(self, list_file: Path | None, stream: Iterable[bytes | FileSpan] | None, *extra: str) -> None:
-        """One pg_restore into the shadow: of the entries in `list_file` (all: None), from `stream` or the file."""
+    def _pg_restore(self, list_file: Path | None, source: Iterable[bytes | FileSpan] | Path, *extra: str) -> None:
+        """One pg_restore into the shadow: of the entries in `list_file` (all: None), fed `source` or reading it."""
         listed = ["-L", str(list_file)] if list_file else []
-        source = [] if stream is not None else [str(self.path)]
-        run_restore([["pg_restore", "--no-password", "--exit-on-error", *self.args, *extra, *listed, *source]],
-                    self.env, stream or (), self.what)
+        path = [str(source)] if isinstance(source, Path) else []
+        run_restore([["pg_restore", "--no-password", "--exit-on-error", *self.args, *extra, *listed, *path]],
+                    self.env, () if isinstance(source, Path) else source, self.what)
 
     def run(self, chunks: Iterable[bytes], name: str) -> None:
         """Write the archive in `chunks` to the work directory and load it, both at once."""
@@ -188,7 +191,7 @@ class StreamingLoad:
             with open(self.path, "wb") as out:
                 for chunk in _chain(head, rest):
                     out.write(chunk)
-            self._pg_restore(None, None, "-j", str(self.jobs))
+            self._pg_restore(None, self.path, "-j", str(self.jobs))
             return
         archive = GrowingFile(self.path)
         try:
@@ -197,13 +200,25 @@ class StreamingLoad:
             archive.finish(stopped=True)  # a loader still waiting for bytes stops (a no-op after success)
             archive.close()
 
-    def _streamed(self, archive: GrowingFile, head: bytes, toc: Toc, rest: Iterator[bytes]) -> None:
+    def _list(self, toc: Toc, toc_bytes: bytes) -> tuple[list[str], list[str]]:
+        """Every entry's and the pre-data entries' `pg_restore -l` lines; notes which indexes follow which table."""
         self.toc = toc
-        toc_bytes = head[:toc.end]
         every = _listing(toc_bytes, self.env)
         self.lines = {_entry_id(line): line for line in every}
         pre = _listing(toc_bytes, self.env, "--section=pre-data")
         self.own = own_indexes(toc, {_entry_id(line) for line in pre})
+        return every, pre
+
+    def _rest(self, every: list[str], pre: list[str], loaded: Iterable[int], source: Path) -> None:
+        """Step 3: the entries neither pre-data nor loaded with a data block, by `pg_restore -j` from `source`."""
+        done = {*pre, *(self.lines[j] for i in loaded for j in self._with_own(i))}
+        remaining = [line for line in every if line not in done]
+        if remaining:
+            self._pg_restore(_list_file(self.directory, "rest.list", remaining), source, "-j", str(self.jobs))
+
+    def _streamed(self, archive: GrowingFile, head: bytes, toc: Toc, rest: Iterator[bytes]) -> None:
+        toc_bytes = head[:toc.end]
+        every, pre = self._list(toc, toc_bytes)
         finder = BlockFinder(toc)
         steps: list[Future[None]] = []
         with ThreadPoolExecutor(1, thread_name_prefix="dbjobs-pre-data") as first, \
@@ -239,10 +254,69 @@ class StreamingLoad:
             except BaseException:
                 archive.finish(stopped=True)
                 raise
-        done = {*pre, *(self.lines[j] for i in self.blocks.order for j in self._with_own(i))}
-        remaining = [line for line in every if line not in done]
-        if remaining:
-            self._pg_restore(_list_file(self.directory, "rest.list", remaining), None, "-j", str(self.jobs))
+        self._rest(every, pre, self.blocks.order, self.path)
+
+    def run_framed(self, frames: FrameReader, progress: Callable[[int], None]) -> None:
+        """Load a backup written as a frame per run of data blocks (`dbjobs.frames`): each frame is decompressed
+        by its own loader, straight from the backup file, the biggest first, `jobs` at a time.
+
+        Nothing is unpacked: the work directory holds only list files and the table of contents, from
+        which step 3 runs (its entries read no data). A frame's blocks are the data entries from the
+        one its index names up to the next frame's, in table-of-contents order (the order pg_dump
+        writes them); the first frame is the header and table of contents, and the blocks before the
+        first cut if the backup found none there.
+        """
+        head_frame, *parts = frames.frames
+        head, toc, rest = read_toc(frames.read(head_frame), frames.name)
+        order = [dump_id for dump_id, _, _ in toc.unset] if toc else []
+        at = {dump_id: i for i, dump_id in enumerate(order)}
+        bounds = [0, *(at.get(part.tag, -1) for part in parts), len(order)]  # type: ignore[arg-type]
+        if toc is None or any(b < a for a, b in itertools.pairwise(bounds)) or -1 in bounds:
+            raise BackupInvalidError(f"{frames.name}: its index of frames does not fit its table of contents; "
+                                     "refused, nothing was changed")
+        toc_bytes = head[:toc.end]
+        every, pre = self._list(toc, toc_bytes)
+        source = self.directory / "toc.dump"
+        source.write_bytes(toc_bytes)
+        stop = threading.Event()
+
+        def pieces(frame_bytes: Iterable[bytes]) -> Iterator[bytes]:
+            for piece in frame_bytes:
+                if stop.is_set():
+                    raise Stopped("stopped: another step of the load failed")
+                yield piece
+
+        units = [(head_frame.raw_size, 0, order[:bounds[1]], _chain(head, rest))]
+        units += [(part.raw_size, k, order[bounds[k]:bounds[k + 1]], _chain(toc_bytes, frames.read(part)))
+                  for k, part in enumerate(parts, 1)]
+        with ThreadPoolExecutor(1, thread_name_prefix="dbjobs-pre-data") as first, \
+                ThreadPoolExecutor(self.jobs, thread_name_prefix="dbjobs-load") as pool:
+            pre_data = first.submit(self._pg_restore, _list_file(self.directory, "pre-data.list", pre), [toc_bytes])
+
+            def load(k: int, ids: list[int], stream: Iterator[bytes]) -> None:
+                pre_data.result()
+                if ids:
+                    self._load_blocks(f"frame-{k}", ids, pieces(stream))
+                else:  # the header's frame alone: read to its end, so its length is checked
+                    for _ in stream:
+                        pass
+
+            steps = [pre_data, *(pool.submit(load, k, ids, stream)
+                                 for _, k, ids, stream in sorted(units, key=lambda u: -u[0]))]
+            try:
+                while wait(steps, timeout=PROGRESS_EVERY, return_when=FIRST_EXCEPTION).not_done:
+                    progress(frames.fed)
+                    if any(step.done() and step.exception() for step in steps):
+                        break
+            finally:
+                stop.set()  # a no-op once every step is done
+            failed = [step.exception() for step in steps if step.done() and step.exception()]
+            if failed:
+                for step in steps:
+                    step.cancel()
+                raise next((exc for exc in failed if not isinstance(exc, Stopped)), failed[0])  # type: ignore[misc]
+        progress(frames.fed)
+        self._rest(every, pre, order, source)
 
     def _schedule(self, hand_over: Callable[[int], None], written: int) -> None:
         """Hand over the blocks met so far once they make a group: the complete ones once they are worth
@@ -269,9 +343,13 @@ class StreamingLoad:
             yield toc_bytes
             yield from archive.read(start, end)
 
-        listed = _list_file(self.directory, f"data-{first}.list",
-                            (self.lines[j] for i in ids for j in self._with_own(i)))
-        self._pg_restore(listed, stream())
+        self._load_blocks(f"data-{first}", ids, stream())
+
+    def _load_blocks(self, name: str, ids: Sequence[int], stream: Iterable[bytes | FileSpan]) -> None:
+        """One pg_restore of data blocks `ids` and their own indexes, from `stream` (a table of contents, then the
+        archive from the first block on); then the tables are told to `loaded`."""
+        listed = _list_file(self.directory, f"{name}.list", (self.lines[j] for i in ids for j in self._with_own(i)))
+        self._pg_restore(listed, stream)
         if self.loaded is not None:
             entries = [self.toc.entries[i] for i in ids if i in self.lines]
             self.loaded([(e.namespace, e.tag) for e in entries if e.desc == "TABLE DATA"])

@@ -30,6 +30,7 @@ from dbjobs.engines.base import (
     run_restore,
     tool_version,
 )
+from dbjobs.engines.pg_archive import BlockCuts
 from dbjobs.engines.pg_load import StreamingLoad
 from dbjobs.engines.pg_swap import (
     LoadedCounts,
@@ -135,6 +136,9 @@ class PostgresConnector(ServerConnector):
             self._env(), chunks, "pg_restore into psql (the transaction was rolled back; the database is unchanged)",
         )
 
+    def frame_cuts(self) -> BlockCuts:
+        return BlockCuts()
+
     def row_counts(self, jobs: int = 1, skip: Collection[str] = ()) -> dict[str, int]:
         with self.connection() as conn:
             tables = [row[0] for row in conn.execute(text(USER_TABLES)) if row[0] not in skip]
@@ -150,16 +154,22 @@ class PostgresConnector(ServerConnector):
         return PostgresSwapSite(self.db, lambda shadow: self._load_shadow(shadow, load), load.check)
 
     def _load_shadow(self, shadow: DatabaseURL, load: ShadowLoad) -> None:
-        """Load the (new, empty) shadow with `load.jobs` pg_restore sessions while the archive is still being
-        decompressed into the work directory (pg_load.py)."""
+        """Load the (new, empty) shadow with `load.jobs` pg_restore sessions: each decompressing its own frames of
+        the backup where the manifest indexes them, else while the archive is still being decompressed into the
+        work directory (pg_load.py)."""
         ownership = [] if load.same_database else ["--no-owner", "--no-privileges"]
         env = {**PostgresConnector(shadow)._env(), **restore_env()}
         directory = clear_directory(load.work_dir)
         load.counted.clear()  # a reload (of a shadow a killed run left) counts again
         try:
             with LoadedCounts(shadow, load.counted) as counts:
-                StreamingLoad(directory, env, [*ownership, "-d", shadow.database], load.jobs,
-                              f"pg_restore of {load.name} into a shadow database (dropped; the database is unchanged)",
-                              loaded=counts.loaded).run(load.chunks(), load.name)
+                streaming = StreamingLoad(
+                    directory, env, [*ownership, "-d", shadow.database], load.jobs,
+                    f"pg_restore of {load.name} into a shadow database (dropped; the database is unchanged)",
+                    loaded=counts.loaded)
+                if load.frames is not None:
+                    streaming.run_framed(load.frames, load.progress)
+                else:
+                    streaming.run(load.chunks(), load.name)
         finally:
             shutil.rmtree(directory, ignore_errors=True)

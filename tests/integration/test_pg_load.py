@@ -1,12 +1,14 @@
-"""The streamed parallel load (dbjobs/engines/pg_load.py) restores exactly what one plain pg_restore does.
+"""The parallel loads (dbjobs/engines/pg_load.py) restore exactly what one plain pg_restore does.
 
 A database with every kind of entry a dump holds (tables big and small, an empty one, large
 objects, sequences, identity, a view and a materialized view with data, foreign keys, a
 trigger, comments, grants, a partitioned table) is dumped to a pipe, as a backup is, and loaded
 by the streamed load in small chunks with tiny groups (so tables share loaders, big ones are
 followed while they arrive, and headers split across chunks), and by `pg_restore` into another
-database. Their full dumps (schema and data, as plain SQL) must be the same. A damaged archive
-and a failing entry must fail the load, and leave no process behind.
+database. Their full dumps (schema and data, as plain SQL) must be the same. The same dump
+written as a backup is, cut into a frame per data block (dbjobs/frames.py), is loaded frame by
+frame, each decompressed by its own loader, and must give the same database too. A damaged
+archive, a failing entry and a frame index that lies must fail the load, and leave no process behind.
 """
 
 from __future__ import annotations
@@ -20,11 +22,16 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from dbjobs import frames
 from dbjobs.engines import pg_load
+from dbjobs.engines.pg_archive import BlockCuts, block_header, read_toc
 from dbjobs.engines.pg_load import StreamingLoad
 from dbjobs.engines.pg_swap import LoadedCounts
 from dbjobs.engines.postgres import PostgresConnector
-from dbjobs.errors import RestoreError
+from dbjobs.errors import BackupInvalidError, RestoreError
+from dbjobs.frames import Frame, FrameReader, parse_index
+from dbjobs.pipeline import write_compressed
+from dbjobs.progress import no_progress
 from tests.backup_support import build_sample, connect, db
 from tests.conftest import pg_database
 
@@ -130,5 +137,68 @@ def test_a_damaged_archive_or_a_failing_entry_fails_the_load(rich: str, tmp_path
             conn.execute(sa.text("CREATE TABLE big (x integer)"))  # the dump's CREATE TABLE big fails
         with pytest.raises(RestoreError, match=r"test load failed \(pg_restore exit 1\)"):
             _load(target, raw, tmp_path, 4096)
+    leftover = subprocess.run(["pgrep", "-P", str(os.getpid()), "pg_restore"], capture_output=True, text=True)
+    assert leftover.stdout == ""
+
+
+def _framed(raw: bytes, path: Path, chunk: int) -> list[Frame]:
+    """`raw` written as our backup writes a dump (in chunks of `chunk`), cut at its data blocks: its frames."""
+    def produce(sink):  # type: ignore[no-untyped-def]
+        for i in range(0, len(raw), chunk):
+            sink(memoryview(raw)[i:i + chunk])
+
+    written, _ = write_compressed(path, produce, progress=no_progress, total=None, cuts=BlockCuts())
+    parsed = parse_index(written.frames, written.raw_size, written.size)
+    assert parsed is not None
+    return parsed
+
+
+def _load_framed(target: str, path: Path, index: list[Frame], tmp_path: Path, reported: list[int]) -> None:
+    work = tmp_path / f"load-{uuid.uuid4().hex[:6]}"
+    work.mkdir()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        StreamingLoad(work, _env(target), ["-d", db(target).database], 2, "test load").run_framed(
+            FrameReader(fd, index, "t"), reported.append)
+    finally:
+        os.close(fd)
+    assert sorted(os.listdir(work)) == sorted(["toc.dump", "pre-data.list", "rest.list",
+                                               *(f"frame-{f.number}.list" for f in index[1:])])  # nothing unpacked
+
+
+@pytest.mark.parametrize("chunk", [509, 1 << 20])
+def test_the_framed_load_restores_what_pg_restore_does(rich: str, tmp_path: Path, chunk: int,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(frames, "MIN_FRAME", 1)  # a frame per data block
+    raw = _dump(rich, "-Fc", "-Z0")
+    index = _framed(raw, tmp_path / "b.dump.zst", chunk)
+    toc = read_toc([raw], "t")[1]
+    assert toc is not None and len(index) == 1 + len(toc.unset) > 5  # the header's frame, then one per block
+    assert all(raw[f.raw:].startswith(block_header(1, f.tag) if f.tag else b"PGDMP")  # type: ignore[arg-type]
+               for f in index if not raw[f.raw:].startswith(block_header(3, f.tag or 0)))  # blobs start type 3
+    reported: list[int] = []
+    with pg_database() as framed, pg_database() as plain:
+        _load_framed(framed, tmp_path / "b.dump.zst", index, tmp_path, reported)
+        subprocess.run(["pg_restore", "--exit-on-error", "-d", db(plain).database], input=raw, check=True,
+                       env={**os.environ, **_env(plain)})
+        assert _sql(framed) == _sql(plain)
+    assert reported[-1] == len(raw)
+
+
+def test_a_frame_index_that_lies_fails_the_load(rich: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A frame said longer than it is, or one whose block is not the one the index names: refused, and no loader
+    is left running."""
+    monkeypatch.setattr(frames, "MIN_FRAME", 1)
+    raw = _dump(rich, "-Fc", "-Z0")
+    path = tmp_path / "b.dump.zst"
+    index = _framed(raw, path, 1 << 20)
+    last = index[-1]
+    longer = [*index[:-2], Frame(index[-2].number, index[-2].raw, index[-2].raw_end + 1, index[-2].stored,
+                                 index[-2].stored_end, index[-2].tag),
+              Frame(last.number, last.raw + 1, last.raw_end, last.stored, last.stored_end, last.tag)]
+    swapped = [index[0], index[2], index[1], *index[3:]]  # tags out of table-of-contents order
+    for wrong, error in ((longer, BackupInvalidError), (swapped, BackupInvalidError)):
+        with pg_database() as target, pytest.raises(error):
+            _load_framed(target, path, wrong, tmp_path, [])
     leftover = subprocess.run(["pgrep", "-P", str(os.getpid()), "pg_restore"], capture_output=True, text=True)
     assert leftover.stdout == ""

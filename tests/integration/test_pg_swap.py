@@ -232,3 +232,31 @@ def test_a_swap_restore_holds_the_database_lock_from_start_to_swap(pg_url: str, 
     assert second_began > first_returned, "the second restore loaded while the first still held the database"
     assert snapshot(pg_url) == snapshot(f"{_server(pg_url)}/{done[1]['pre_restore_copy']}")
     assert done[0]["pre_restore_copy"] != done[1]["pre_restore_copy"]
+
+
+@pytest.mark.parametrize("indexed", [True, False], ids=["frames", "older-backup"])
+def test_a_backup_is_restored_from_its_frames_or_streamed_without_an_index(
+        pg_url: str, tmp_path: Path, indexed: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backup cut into frames is loaded frame by frame and nothing is unpacked; one whose manifest has no index
+    (an older dbjobs's) is streamed through the work directory as before. Both restore it row for row."""
+    from dbjobs import frames
+    from dbjobs.engines import pg_load
+
+    monkeypatch.setattr(frames, "MIN_FRAME", 1)  # the sample's small tables get frames of their own
+    build_sample(pg_url)
+    settings = settings_for(tmp_path / "backups", main=pg_url)
+    backup = run_job("dbjobs.backup", settings, {"database": "main"})
+    assert len(backup["extra"]["frames"]) >= 2  # the header's frame ends at the first table's block
+    if not indexed:
+        found = find_backup([LocalStorage(tmp_path / "backups")], backup["id"])
+        older = dataclasses.replace(found.manifest, extra={})
+        write_atomic(tmp_path / "backups" / older.manifest_name, older.to_json().encode())
+    original = snapshot(pg_url)
+    mutate(pg_url)
+    unpacked: list[int] = []
+    appended = pg_load.GrowingFile.append
+    monkeypatch.setattr(pg_load.GrowingFile, "append", lambda self, chunk: (unpacked.append(len(chunk)),
+                                                                             appended(self, chunk))[1])
+    done = run_job("dbjobs.restore", settings, {"backup": backup["id"], "confirmed": True})
+    assert done["strategy"] == "swap" and snapshot(pg_url) == original
+    assert (sum(unpacked) == 0) is indexed  # the streamed load wrote the raw dump into its work file
