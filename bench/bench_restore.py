@@ -14,9 +14,9 @@ unit: ~1.3 GB at scale 50) as `dbjobs_pgswap_src`, then measures:
   restore  over a full copy of the database (`CREATE DATABASE ... TEMPLATE src`, reset before
            each run): `pg_restore --clean --if-exists --single-transaction` of the -Z0 dump (the
            anchor, which keeps no safety copy) vs our restore, which verifies the checksum, loads
-           a shadow with N pg_restore sessions while the backup is still decompressing
-           (dbjobs/engines/pg_load.py), checks it against the manifest and swaps it in, keeping
-           the old database as the pre-restore copy. Also our peak RSS and the swap window (how
+           a shadow with N pg_restore sessions, each decompressing its own frames of the backup
+           (dbjobs/frames.py, dbjobs/engines/pg_load.py), checks it against the manifest and
+           swaps it in, keeping the old database as the pre-restore copy. Also our peak RSS and the swap window (how
            long the target refused connections).
 
 Each figure is the median of --repeat runs of ours and of its anchor, interleaved (A B, B A, ...)
@@ -74,7 +74,8 @@ def child_main(spec: dict[str, object]) -> None:
     extra: dict[str, object] = {}
     if spec["job"] == "backup":
         result = run_backup(parse_url("bench", str(spec["url"])), directory)
-        extra = {"size": result.backup.manifest.size, "id": result.backup.manifest.id}
+        extra = {"size": result.backup.manifest.size, "id": result.backup.manifest.id,
+                 "frames": len(result.backup.manifest.extra.get("frames", ())) + 1}  # type: ignore[arg-type]
     else:
         backup = find_backup([LocalStorage(directory)], str(spec["backup"]))
         done = run_restore(backup, parse_url("target", str(spec["url"])), directory, confirmed=True,
@@ -197,7 +198,8 @@ def main() -> None:
         rows.append(Row("backup time vs pg_dump -Fc -Z0 > file", median_of(backups["dbjobs"]), t_raw, 1.1, "s"))
         rows.append(Row("backup peak RSS", max(float(b["rss_mib"]) for b in backups["dbjobs"]), 150, 1.0, "MiB"))
         load_notes = [f"backup runs started at load {loads(*backups.values())}"]
-        print(f"  raw dump {size_mib(raw):.0f} MiB, our backup {ours['size'] / (1 << 20):.0f} MiB", file=sys.stderr)
+        print(f"  raw dump {size_mib(raw):.0f} MiB, our backup {ours['size'] / (1 << 20):.0f} MiB in "
+              f"{ours['frames']} zstd frames", file=sys.stderr)
         if not args.skip_layouts:
             print("archive layouts ...", file=sys.stderr)
             bench_layouts(src, work, args.jobs, args.repeat, rows, t_raw)
