@@ -150,15 +150,16 @@ class FrameReader:
         reader = zstandard.ZstdDecompressor().stream_reader(source, read_size=READ, read_across_frames=True)
         got = 0
         try:
-            while piece := reader.read(READ):
+            while got <= frame.raw_size and (piece := reader.read(READ)):
                 got += len(piece)
-                if got > frame.raw_size:
-                    break
-                with self._lock:
-                    self.fed += len(piece)
-                yield piece
+                if got <= frame.raw_size:
+                    with self._lock:
+                        self.fed += len(piece)
+                    yield piece
         except zstandard.ZstdError as exc:
-            raise BackupInvalidError(f"{self.name}: cannot decompress frame {frame.number} ({exc})") from None
+            raise BackupInvalidError(f"{self.name}: cannot decompress frame {frame.number} ({exc}); "
+                                     "refused, nothing was changed") from None
         if got != frame.raw_size:
-            raise BackupInvalidError(f"{self.name}: frame {frame.number} holds {got}+ bytes, its index says "
-                                     f"{frame.raw_size}; refused, nothing was changed")
+            more = " or more" if got > frame.raw_size else ""
+            raise BackupInvalidError(f"{self.name}: frame {frame.number} decompresses to {got} bytes{more}, its "
+                                     f"index says {frame.raw_size}; refused, nothing was changed")

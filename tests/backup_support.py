@@ -27,6 +27,7 @@ from sqlalchemy.pool import NullPool
 
 from dbjobs.catalog import Backup
 from dbjobs.dburl import DatabaseURL, parse_url
+from dbjobs.engines.pg_archive import BlockCuts
 from dbjobs.manifest import DUMP_SUFFIX
 from dbjobs.pipeline import write_atomic, write_compressed
 from dbjobs.progress import no_progress
@@ -219,11 +220,15 @@ def raw_dump(backup: Backup) -> bytes:
 
 
 def doctor(backup: Backup, change: Callable[[bytes], bytes]) -> Backup:
-    """Rewrite a backup's dump with `change` and give it a valid manifest: damage the checksum cannot catch."""
+    """Rewrite a backup's dump with `change` and give it a valid manifest, as dbjobs would have written it for that
+    dump (a PostgreSQL one cut into frames where its blocks start): damage the checksum cannot catch."""
     data = change(raw_dump(backup))
-    written, _ = write_compressed(backup.path, lambda sink: sink(data), progress=no_progress, total=None)
+    cuts = BlockCuts() if backup.manifest.engine == "postgresql" else None
+    written, _ = write_compressed(backup.path, lambda sink: sink(data), progress=no_progress, total=None, cuts=cuts)
+    extra = {k: v for k, v in backup.manifest.extra.items() if k != "frames"}
     manifest = dataclasses.replace(backup.manifest, size=written.size, raw_size=written.raw_size,
-                                   sha256=written.sha256)
+                                   sha256=written.sha256, extra={**extra, **({"frames": written.frames}
+                                                                              if written.frames else {})})
     write_atomic(backup.path.with_name(manifest.manifest_name), manifest.to_json().encode())
     return Backup(manifest, backup.path)
 

@@ -153,5 +153,5 @@ def test_a_job_whose_lock_redis_forgot_stops_and_reruns_after_the_job_that_took_
     by_id = {m["id"]: m for m in manifests(backups)}
     assert sorted(by_id) == sorted([first["id"], second["id"]])
     assert by_id[second["id"]]["finished_at"] <= by_id[first["id"]]["started_at"], "the two backups overlapped"
-    assert first["extra"] == {"request_id": first_id} and first["row_counts"] == {"public.items": 150000}
+    assert first["extra"]["request_id"] == first_id and first["row_counts"] == {"public.items": 150000}
     assert not list(backups.glob(".*.partial")), "the stopped backup's partial file is left"

@@ -116,7 +116,7 @@ def test_a_frame_whose_bytes_are_not_what_the_index_says_is_refused(tmp_path: Pa
     try:
         longer = [[index[0][0] - 1, *index[0][1:]], *index[1:]]  # the first frame said one byte shorter
         inside = [[index[0][0], index[0][1] + 3, index[0][2]], *index[1:]]  # a frame entered in its middle
-        for wrong, match in ((longer, "holds"), (inside, "cannot decompress")):
+        for wrong, match in ((longer, "decompresses to"), (inside, "cannot decompress")):
             parsed = parse_index(wrong, len(raw), size)
             assert parsed is not None
             with pytest.raises(BackupInvalidError, match=match):
