@@ -305,15 +305,15 @@ class StreamingLoad:
                                  for _, k, ids, stream in sorted(units, key=lambda u: -u[0]))]
             try:
                 while wait(steps, timeout=PROGRESS_EVERY, return_when=FIRST_EXCEPTION).not_done:
-                    progress(frames.fed)
-                    if any(step.done() and step.exception() for step in steps):
+                    progress(frames.fed)  # the job's fence may stop the restore here
+                    if any(_failed(step) for step in steps):
                         break
-            finally:
-                stop.set()  # a no-op once every step is done
-            failed = [step.exception() for step in steps if step.done() and step.exception()]
-            if failed:
+            finally:  # no-ops once every step is done
+                stop.set()  # loaders still reading stop at their next piece
                 for step in steps:
-                    step.cancel()
+                    step.cancel()  # loaders not started never start
+            failed = [step.exception() for step in steps if _failed(step)]
+            if failed:
                 raise next((exc for exc in failed if not isinstance(exc, Stopped)), failed[0])  # type: ignore[misc]
         progress(frames.fed)
         self._rest(every, pre, order, source)
@@ -357,6 +357,10 @@ class StreamingLoad:
     def _with_own(self, data_id: int) -> list[int]:
         """A data entry and the indexes built right after it, those of them pg_restore lists."""
         return [i for i in (data_id, *self.own.get(data_id, ())) if i in self.lines]
+
+
+def _failed(step: Future[None]) -> bool:
+    return step.done() and not step.cancelled() and step.exception() is not None
 
 
 def _chain(head: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
