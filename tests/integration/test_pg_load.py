@@ -202,3 +202,35 @@ def test_a_frame_index_that_lies_fails_the_load(rich: str, tmp_path: Path, monke
             _load_framed(target, path, wrong, tmp_path, [])
     leftover = subprocess.run(["pgrep", "-P", str(os.getpid()), "pg_restore"], capture_output=True, text=True)
     assert leftover.stdout == ""
+
+
+class FenceStop(Exception):
+    """What the job's fence raises from a progress report when the job lost its lock."""
+
+
+def test_a_framed_load_stopped_by_its_progress_report_stops_every_loader(
+        rich: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fence stops a job from its progress report: the framed load reports from its own thread while the
+    loaders work, so that stop must end them all, started or not, and raise the fence's own error."""
+    monkeypatch.setattr(frames, "MIN_FRAME", 1)
+    monkeypatch.setattr(pg_load, "PROGRESS_EVERY", 0.001)
+    raw = _dump(rich, "-Fc", "-Z0")
+    path = tmp_path / "b.dump.zst"
+    index = _framed(raw, path, 1 << 20)
+
+    def fence(_: int) -> None:
+        raise FenceStop("lost the lock")
+
+    work = tmp_path / "stopped"
+    work.mkdir()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pg_database() as target, pytest.raises(FenceStop):
+            StreamingLoad(work, _env(target), ["-d", db(target).database], 1, "test load").run_framed(
+                FrameReader(fd, index, "t"), fence)
+    finally:
+        os.close(fd)
+    leftover = subprocess.run(["pgrep", "-P", str(os.getpid()), "pg_restore"], capture_output=True, text=True)
+    assert leftover.stdout == ""
+    began = [name for name in os.listdir(work) if name.startswith("frame-")]
+    assert len(index) > 5 and len(began) <= 1  # the one loader may have begun its first frame, no other began
