@@ -236,11 +236,12 @@ class BlockCuts:
             if self.EVERY_CHUNK < len(self._head) < 2 * self._tried:
                 return []
             self._tried = len(self._head)
+            head = bytes(self._head)
             try:
-                toc = parse_toc(bytes(self._head))
+                toc = parse_toc(head)
             except _Short:
                 return []
-            head, self._head = bytes(self._head), None
+            self._head = None
             if toc is None:
                 return []
             self._finder = BlockFinder(toc)
